@@ -1,0 +1,74 @@
+"""pixguard: self-hosted image safety.
+
+>>> from pixguard import Classifier
+>>> classifier = Classifier.load("opennsfw")          # doctest: +SKIP
+>>> classifier.predict(["photo.jpg"])[0].nsfw_score   # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._exceptions import (
+    EmptyImageError,
+    ImageDecodeError,
+    ImageError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    ImageUnreadableError,
+    InferenceError,
+    InvalidImageInputError,
+    InvalidThresholdError,
+    ModelConfigError,
+    ModelError,
+    ModelLoadError,
+    ModelNotCachedError,
+    ModelNotFoundError,
+    NotAnImageError,
+    PixguardError,
+    PolicyError,
+    TooManyPixelsError,
+    TruncatedImageError,
+    UnsafeWeightsError,
+    UnsupportedFormatError,
+)
+from .classify import Classifier, Prediction
+from .images import DecodeLimits, Preprocessing
+from .models import DEFAULT_MODEL, ModelSpec, get_model_spec, list_models, register_model
+
+try:
+    __version__ = version("pixguard")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Classifier",
+    "DecodeLimits",
+    "EmptyImageError",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageNotFoundError",
+    "ImageTooLargeError",
+    "ImageUnreadableError",
+    "InferenceError",
+    "InvalidImageInputError",
+    "InvalidThresholdError",
+    "ModelConfigError",
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotCachedError",
+    "ModelNotFoundError",
+    "ModelSpec",
+    "NotAnImageError",
+    "PixguardError",
+    "PolicyError",
+    "Prediction",
+    "Preprocessing",
+    "TooManyPixelsError",
+    "TruncatedImageError",
+    "UnsafeWeightsError",
+    "UnsupportedFormatError",
+    "__version__",
+    "get_model_spec",
+    "list_models",
+    "register_model",
+]

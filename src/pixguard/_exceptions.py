@@ -1,0 +1,169 @@
+"""The one exception tree of pixguard.
+
+Every error carries a stable ``code`` string. The CLI prints it, the HTTP service maps
+it to a status code, and JSON output carries it, so scripts can branch on ``code``
+without parsing messages.
+
+    PixguardError
+    ├── ImageError                      (bad input image; affects that input only)
+    │   ├── ImageNotFoundError          image_not_found
+    │   ├── ImageUnreadableError        image_unreadable
+    │   ├── EmptyImageError             image_empty
+    │   ├── TruncatedImageError         image_truncated
+    │   ├── NotAnImageError             image_not_an_image
+    │   ├── UnsupportedFormatError      image_unsupported_format
+    │   ├── ImageTooLargeError          image_too_large
+    │   ├── TooManyPixelsError          image_too_many_pixels
+    │   ├── InvalidImageInputError      image_invalid_input
+    │   └── ImageDecodeError            image_decode_failed
+    ├── ModelError
+    │   ├── ModelNotFoundError          model_not_found
+    │   ├── ModelNotCachedError         model_not_cached
+    │   ├── ModelConfigError            model_config_invalid
+    │   ├── UnsafeWeightsError          model_unsafe_weights
+    │   └── ModelLoadError              model_load_failed
+    ├── InferenceError                  inference_failed
+    └── PolicyError
+        └── InvalidThresholdError       threshold_invalid
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "EmptyImageError",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageNotFoundError",
+    "ImageTooLargeError",
+    "ImageUnreadableError",
+    "InferenceError",
+    "InvalidImageInputError",
+    "InvalidThresholdError",
+    "ModelConfigError",
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotCachedError",
+    "ModelNotFoundError",
+    "NotAnImageError",
+    "PixguardError",
+    "PolicyError",
+    "TooManyPixelsError",
+    "TruncatedImageError",
+    "UnsafeWeightsError",
+    "UnsupportedFormatError",
+]
+
+
+class PixguardError(Exception):
+    """Base of every error pixguard raises on purpose."""
+
+    code: str = "pixguard_error"
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.source = source
+
+    def __str__(self) -> str:
+        if self.source is not None:
+            return f"{self.source}: {self.message}"
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": str(self)}
+
+
+class ImageError(PixguardError):
+    """An input image could not be used. Affects that input only, never a whole batch."""
+
+    code = "image_error"
+
+
+class ImageNotFoundError(ImageError):
+    code = "image_not_found"
+
+
+class ImageUnreadableError(ImageError):
+    code = "image_unreadable"
+
+
+class EmptyImageError(ImageError):
+    code = "image_empty"
+
+
+class TruncatedImageError(ImageError):
+    code = "image_truncated"
+
+
+class NotAnImageError(ImageError):
+    code = "image_not_an_image"
+
+
+class UnsupportedFormatError(ImageError):
+    code = "image_unsupported_format"
+
+
+class ImageTooLargeError(ImageError):
+    """The encoded input is larger than the configured byte limit."""
+
+    code = "image_too_large"
+
+
+class TooManyPixelsError(ImageError):
+    """The decoded image would exceed the pixel limit (decompression-bomb guard)."""
+
+    code = "image_too_many_pixels"
+
+
+class InvalidImageInputError(ImageError):
+    """The Python object given as an image is of an unsupported type or shape."""
+
+    code = "image_invalid_input"
+
+
+class ImageDecodeError(ImageError):
+    """The decoder failed on data it had identified as an image."""
+
+    code = "image_decode_failed"
+
+
+class ModelError(PixguardError):
+    code = "model_error"
+
+
+class ModelNotFoundError(ModelError):
+    code = "model_not_found"
+
+
+class ModelNotCachedError(ModelError):
+    """The model lives on the Hub, is not cached, and the Hub cannot be reached."""
+
+    code = "model_not_cached"
+
+
+class ModelConfigError(ModelError):
+    code = "model_config_invalid"
+
+
+class UnsafeWeightsError(ModelError):
+    """Only pickle-based weights were found; pixguard never unpickles."""
+
+    code = "model_unsafe_weights"
+
+
+class ModelLoadError(ModelError):
+    code = "model_load_failed"
+
+
+class InferenceError(PixguardError):
+    code = "inference_failed"
+
+
+class PolicyError(PixguardError):
+    code = "policy_error"
+
+
+class InvalidThresholdError(PolicyError):
+    code = "threshold_invalid"

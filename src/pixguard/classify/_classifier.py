@@ -1,0 +1,260 @@
+"""Classifier: images in, predictions with probabilities and embeddings out."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._exceptions import (
+    ImageError,
+    InferenceError,
+    InvalidThresholdError,
+    ModelNotFoundError,
+    PixguardError,
+)
+from ..images import DecodedImage, DecodeLimits, ImageInput, describe_source, load_image, preprocess
+from ..models import (
+    DEFAULT_MODEL,
+    ModelSpec,
+    download_model_files,
+    get_model_spec,
+    list_models,
+    read_config,
+    spec_from_config,
+)
+from ..runtimes import Runtime, load_runtime
+from ._prediction import Prediction
+
+__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "resolve_model"]
+
+DEFAULT_BATCH_SIZE = 16
+_HUB_PREFIX = "hf-hub:"
+
+
+def resolve_model(name_or_path: str | os.PathLike[str] | None) -> ModelSpec:
+    """The spec for a registry name, a local model folder, or ``hf-hub:owner/repo``.
+
+    Unknown names are an error: pixguard never substitutes another model.
+    """
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    text = os.fspath(name_or_path)
+    spec = get_model_spec(text)
+    if spec is not None:
+        return spec
+    if text.startswith(_HUB_PREFIX):
+        repo_id = text[len(_HUB_PREFIX) :]
+        folder = download_model_files(repo_id, model_name=text)
+        return spec_from_config(read_config(folder), name=text, source="hf-hub", location=repo_id)
+    path = Path(text).expanduser()
+    if path.exists() or os.sep in text or text.startswith("."):
+        return spec_from_config(
+            read_config(path), name=text, source="local-dir", location=str(path.resolve())
+        )
+    known = ", ".join(spec.name for spec in list_models())
+    raise ModelNotFoundError(
+        f"unknown model; use a registered name ({known}), a model folder path, "
+        "or hf-hub:owner/repo",
+        source=text,
+    )
+
+
+def _check_threshold(threshold: float) -> float:
+    if not isinstance(threshold, int | float) or not 0.0 <= float(threshold) <= 1.0:
+        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return float(threshold)
+
+
+@dataclass
+class _Prepared:
+    source: str
+    decoded: DecodedImage | None = None
+    inputs: list[np.ndarray] | None = None
+    error: PixguardError | None = None
+
+
+class Classifier:
+    """A loaded moderation model with its threshold and decoding limits.
+
+    Create it with :meth:`load`; it is safe to reuse for many calls and keeps the
+    model warm. ``predict`` never raises for a bad input: that input's
+    :class:`Prediction` carries the error instead.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        threshold: float | None = None,
+        limits: DecodeLimits | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.spec = runtime.spec
+        self.threshold = _check_threshold(self.spec.threshold if threshold is None else threshold)
+        self.limits = limits or DecodeLimits()
+        self._workers = workers or max(1, min(8, os.cpu_count() or 1))
+        self._pool: ThreadPoolExecutor | None = None
+        self._nsfw_indices = list(self.spec.nsfw_indices)
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        threshold: float | None = None,
+        limits: DecodeLimits | None = None,
+        workers: int | None = None,
+    ) -> Classifier:
+        """Load a registered model by name, a model folder, or ``hf-hub:owner/repo``.
+
+        ``None`` loads the default model (``marqo-nsfw-384``). ``threshold``
+        overrides the model's own default.
+        """
+        if threshold is not None:
+            _check_threshold(threshold)
+        runtime = load_runtime(resolve_model(name_or_path))
+        return cls(runtime, threshold=threshold, limits=limits, workers=workers)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def embedding_dim(self) -> int | None:
+        return self.spec.embedding_dim
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def classify(self, image: ImageInput) -> Prediction:
+        """Classify one image; raise its :class:`ImageError` if it cannot be used."""
+        return self.predict([image])[0].raise_for_error()
+
+    def predict(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        on_result: Callable[[Prediction], None] | None = None,
+    ) -> list[Prediction]:
+        """Classify ``images``; results keep input order, one per input."""
+        return list(self.iter_predict(images, batch_size=batch_size, on_result=on_result))
+
+    def iter_predict(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        on_result: Callable[[Prediction], None] | None = None,
+    ) -> Iterator[Prediction]:
+        """Stream predictions in input order; memory stays bounded by ``batch_size``."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        iterator = iter(images)
+        while chunk := list(itertools.islice(iterator, batch_size)):
+            for prediction in self._predict_chunk(chunk, batch_size):
+                if on_result is not None:
+                    on_result(prediction)
+                yield prediction
+
+    def _prepare(self, source: ImageInput) -> _Prepared:
+        name = describe_source(source)
+        pp = self.spec.preprocessing
+        try:
+            decoded = load_image(source, limits=self.limits, min_size=pp.resize_size)
+            inputs = [preprocess(frame, pp) for frame in decoded.frames]
+        except ImageError as exc:
+            return _Prepared(name, error=exc)
+        return _Prepared(name, decoded=decoded, inputs=inputs)
+
+    def _map(self, items: list[ImageInput]) -> list[_Prepared]:
+        if len(items) == 1 or self._workers == 1:
+            return [self._prepare(item) for item in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pixguard-decode")
+        return list(self._pool.map(self._prepare, items))
+
+    def _predict_chunk(self, chunk: list[ImageInput], batch_size: int) -> list[Prediction]:
+        prepared = self._map(chunk)
+        rows = [array for item in prepared if item.inputs for array in item.inputs]
+        probabilities, embeddings, failure = self._run_rows(rows, batch_size)
+        results: list[Prediction] = []
+        row = 0
+        for item in prepared:
+            if item.error is not None or item.decoded is None or item.inputs is None:
+                results.append(self._failed(item.source, item.error))
+                continue
+            count = len(item.inputs)
+            if failure is not None:
+                results.append(self._failed(item.source, failure))
+            else:
+                results.append(
+                    self._decide(
+                        item.source,
+                        item.decoded,
+                        probabilities[row : row + count],
+                        embeddings[row : row + count],
+                    )
+                )
+            row += count
+        return results
+
+    def _run_rows(
+        self, rows: list[np.ndarray], batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray, PixguardError | None]:
+        if not rows:
+            return np.empty((0, 0)), np.empty((0, 0)), None
+        probabilities, embeddings = [], []
+        try:
+            for start in range(0, len(rows), batch_size):
+                output = self.runtime.run(np.stack(rows[start : start + batch_size]))
+                probabilities.append(output.probabilities)
+                embeddings.append(output.embeddings)
+        except Exception as exc:
+            error = InferenceError(f"the model failed on this batch: {exc}", source=self.name)
+            return np.empty((0, 0)), np.empty((0, 0)), error
+        return np.concatenate(probabilities), np.concatenate(embeddings), None
+
+    def _failed(self, source: str, error: PixguardError | None) -> Prediction:
+        return Prediction(source=source, model=self.name, threshold=self.threshold, error=error)
+
+    def _decide(
+        self,
+        source: str,
+        decoded: DecodedImage,
+        probabilities: np.ndarray,
+        embeddings: np.ndarray,
+    ) -> Prediction:
+        nsfw_scores = probabilities[:, self._nsfw_indices].sum(axis=1)
+        best = int(np.argmax(nsfw_scores))
+        score = float(nsfw_scores[best])
+        return Prediction(
+            source=source,
+            model=self.name,
+            threshold=self.threshold,
+            label="nsfw" if score >= self.threshold else "sfw",
+            nsfw_score=score,
+            probabilities={
+                label: float(p)
+                for label, p in zip(self.spec.label_names, probabilities[best], strict=True)
+            },
+            embedding=embeddings[best].copy(),
+            frame=decoded.frame_indices[best],
+            frames_classified=len(decoded.frames),
+            frame_count=decoded.frame_count,
+        )

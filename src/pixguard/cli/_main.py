@@ -1,0 +1,215 @@
+"""The ``pixguard`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .. import __version__
+from .._exceptions import PixguardError
+from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction
+from ..images import DecodeLimits
+from ..models import DEFAULT_MODEL, list_models, model_status
+from ._inputs import expand_paths
+from ._output import EmbeddingWriter, OutputFormat, ResultWriter, atomic_text_file
+
+__all__ = ["app", "main"]
+
+EXIT_OK = 0
+EXIT_SOME_INPUTS_FAILED = 1
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="pixguard",
+    help="Self-hosted image safety: classify images NSFW/SFW on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True)
+
+
+def _fail(error: PixguardError) -> typer.Exit:
+    stderr.print(f"[bold red]error[/] [{error.code}] {error}", highlight=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pixguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """pixguard command line."""
+
+
+@app.command()
+def models(
+    output_format: Annotated[
+        str, typer.Option("--format", help="table or json.", case_sensitive=False)
+    ] = "table",
+) -> None:
+    """List the model registry and whether each model can load on this machine."""
+    if output_format not in ("table", "json"):
+        raise typer.BadParameter("must be table or json", param_hint="--format")
+    rows = []
+    for spec in list_models():
+        channels, height, width = spec.preprocessing.input_size
+        rows.append(
+            {
+                "name": spec.name,
+                "default": spec.name == DEFAULT_MODEL,
+                "source": f"{spec.source}:{spec.location}",
+                "architecture": spec.architecture,
+                "input_size": [channels, height, width],
+                "embedding_dim": spec.embedding_dim,
+                "labels": list(spec.label_names),
+                "nsfw_labels": list(spec.nsfw_labels),
+                "threshold": spec.threshold,
+                "status": model_status(spec),
+            }
+        )
+    if output_format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="pixguard models")
+    for column in ("name", "source", "architecture", "input", "embedding", "status"):
+        table.add_column(column)
+    for row in rows:
+        status = row["status"]
+        colour = "red" if status == "missing" else "green"
+        table.add_row(
+            row["name"] + (" (default)" if row["default"] else ""),
+            row["source"],
+            row["architecture"],
+            "x".join(str(v) for v in row["input_size"][1:]),
+            str(row["embedding_dim"]),
+            f"[{colour}]{status}[/]",
+        )
+    Console().print(table)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("classifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+@app.command()
+def classify(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files or folders.", show_default=False)
+    ],
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
+    ] = False,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Registered model name, model folder, or hf-hub:owner/repo."
+        ),
+    ] = DEFAULT_MODEL,
+    threshold: Annotated[
+        float | None, typer.Option(help="NSFW threshold in [0, 1]; default: the model's own.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Images per forward pass.")
+    ] = DEFAULT_BATCH_SIZE,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", case_sensitive=False, help="Output format.")
+    ] = OutputFormat.table,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write results here (atomically) instead of stdout."),
+    ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Also save embeddings as an (N, D) float32 .npy, in input order."),
+    ] = None,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Reject images with more pixels.")
+    ] = DecodeLimits.max_pixels,
+    max_bytes: Annotated[
+        int, typer.Option(min=1, help="Reject inputs larger than this many bytes.")
+    ] = DecodeLimits.max_bytes,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress", help="Progress bar on stderr (default: when a terminal)."
+        ),
+    ] = None,
+) -> None:
+    """Classify images as NSFW/SFW.
+
+    Exit status: 0 when every input was read, 1 when some could not be (they are
+    still reported, each with its error), 2 on usage or model errors.
+    """
+    inputs = expand_paths(paths, recursive=recursive)
+    if not inputs:
+        stderr.print("[yellow]warning[/] no image files found in the given paths")
+    try:
+        limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
+        classifier = Classifier.load(model, threshold=threshold, limits=limits)
+    except PixguardError as exc:
+        raise _fail(exc) from None
+
+    show_progress = stderr.is_terminal if progress is None else progress
+    failures = 0
+    with ExitStack() as stack:
+        stack.enter_context(classifier)
+        stream = stack.enter_context(atomic_text_file(output)) if output else sys.stdout
+        table_console = Console(file=stream, width=160) if output else Console()
+        writer = ResultWriter(stream, output_format, classifier.spec.label_names, table_console)
+        vectors = (
+            EmbeddingWriter(embeddings, len(inputs), classifier.embedding_dim or 0)
+            if embeddings
+            else None
+        )
+        bar = stack.enter_context(_progress(show_progress and len(inputs) > 1))
+        task = bar.add_task("classify", total=len(inputs))
+        try:
+            for prediction in classifier.iter_predict(inputs, batch_size=batch_size):
+                failures += _record(prediction, writer, vectors)
+                bar.advance(task)
+        except BaseException:
+            if vectors is not None:
+                vectors.abort()
+            raise
+        writer.close()
+        if vectors is not None:
+            vectors.close()
+    if failures:
+        stderr.print(f"[yellow]{failures} of {len(inputs)} inputs could not be classified[/]")
+        raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
+
+
+def _record(prediction: Prediction, writer: ResultWriter, vectors: EmbeddingWriter | None) -> int:
+    writer.write(prediction)
+    if vectors is not None:
+        vectors.write(prediction)
+    return 0 if prediction.ok else 1
+
+
+def main() -> None:
+    app()

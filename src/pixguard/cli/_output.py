@@ -1,0 +1,174 @@
+"""Result writers for ``pixguard classify``: table, json, jsonl, csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ..classify import Prediction
+
+__all__ = ["EmbeddingWriter", "OutputFormat", "ResultWriter", "atomic_text_file"]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+@contextmanager
+def atomic_text_file(path: Path) -> Iterator[IO[str]]:
+    """Write to a temporary file beside ``path`` and rename it into place on success,
+    so a crash never leaves a half-written result file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the try below
+        "w",
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=".tmp",
+        delete=False,
+        encoding="utf-8",
+        newline="",
+    )
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _csv_header(label_names: Sequence[str]) -> list[str]:
+    return [
+        "path",
+        "label",
+        "nsfw_score",
+        *(f"p_{name}" for name in label_names),
+        "model",
+        "threshold",
+        "frame",
+        "frames_classified",
+        "frame_count",
+        "error_code",
+        "error_message",
+    ]
+
+
+def _csv_row(prediction: Prediction, label_names: Sequence[str]) -> list[Any]:
+    error = prediction.error
+    return [
+        prediction.source,
+        prediction.label or "",
+        "" if prediction.nsfw_score is None else f"{prediction.nsfw_score:.6f}",
+        *(
+            f"{prediction.probabilities[name]:.6f}" if name in prediction.probabilities else ""
+            for name in label_names
+        ),
+        prediction.model,
+        prediction.threshold,
+        "" if prediction.frame is None else prediction.frame,
+        prediction.frames_classified,
+        prediction.frame_count,
+        error.code if error else "",
+        str(error) if error else "",
+    ]
+
+
+class ResultWriter:
+    """Streams jsonl and csv as results arrive; json and table are written at the end."""
+
+    def __init__(
+        self, stream: IO[str], fmt: OutputFormat, label_names: Sequence[str], console: Console
+    ) -> None:
+        self._stream = stream
+        self._format = fmt
+        self._label_names = list(label_names)
+        self._console = console
+        self._held: list[Prediction] = []
+        self._csv = csv.writer(stream) if fmt is OutputFormat.csv else None
+        if self._csv is not None:
+            self._csv.writerow(_csv_header(self._label_names))
+
+    def write(self, prediction: Prediction) -> None:
+        if self._format is OutputFormat.jsonl:
+            self._stream.write(json.dumps(prediction.to_dict()) + "\n")
+        elif self._csv is not None:
+            self._csv.writerow(_csv_row(prediction, self._label_names))
+        else:
+            self._held.append(prediction)
+
+    def close(self) -> None:
+        if self._format is OutputFormat.json:
+            json.dump([p.to_dict() for p in self._held], self._stream, indent=2)
+            self._stream.write("\n")
+        elif self._format is OutputFormat.table:
+            self._console.print(_table(self._held))
+        self._stream.flush()
+
+
+def _table(predictions: Sequence[Prediction]) -> Table:
+    table = Table(show_lines=False)
+    table.add_column("path", overflow="fold")
+    table.add_column("label")
+    table.add_column("nsfw_score", justify="right")
+    table.add_column("frame", justify="right")
+    table.add_column("error", overflow="fold")
+    for p in predictions:
+        label = {"nsfw": "[bold red]nsfw[/]", "sfw": "[green]sfw[/]"}.get(p.label or "", "-")
+        table.add_row(
+            p.source,
+            label,
+            "-" if p.nsfw_score is None else f"{p.nsfw_score:.4f}",
+            "" if p.frame_count <= 1 else f"{p.frame}/{p.frame_count}",
+            f"[yellow]{p.error.code}[/]: {p.error.message}" if p.error else "",
+        )
+    if predictions:
+        first = predictions[0]
+        table.caption = f"model {first.model}, threshold {first.threshold}"
+    return table
+
+
+class EmbeddingWriter:
+    """Writes an (N, D) float32 ``.npy`` in input order; rows of failed inputs are NaN.
+
+    The array is filled on disk through a memory map, so memory stays flat on any
+    number of inputs, and renamed into place only when complete.
+    """
+
+    def __init__(self, path: Path, count: int, dim: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._tmp = path.with_name(f".{path.name}.tmp.npy")
+        self._array = np.lib.format.open_memmap(
+            self._tmp, mode="w+", dtype=np.float32, shape=(count, dim)
+        )
+        self._array[:] = np.nan
+        self._row = 0
+
+    def write(self, prediction: Prediction) -> None:
+        if prediction.embedding is not None:
+            self._array[self._row] = prediction.embedding
+        self._row += 1
+
+    def close(self) -> None:
+        self._array.flush()
+        del self._array
+        os.replace(self._tmp, self._path)
+
+    def abort(self) -> None:
+        self._tmp.unlink(missing_ok=True)

@@ -1,0 +1,347 @@
+"""Turn untrusted image inputs into RGB frames, within limits, with typed errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TypeAlias
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .._exceptions import (
+    EmptyImageError,
+    ImageDecodeError,
+    ImageError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    ImageUnreadableError,
+    InvalidImageInputError,
+    NotAnImageError,
+    TooManyPixelsError,
+    TruncatedImageError,
+    UnsupportedFormatError,
+)
+from ._convert import to_rgb
+from ._limits import DecodeLimits
+
+__all__ = ["SUPPORTED_FORMATS", "DecodedImage", "ImageInput", "describe_source", "load_image"]
+
+ImageInput: TypeAlias = (
+    str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
+)
+
+#: Formats pixguard decodes. The list is short on purpose: every parser enabled is
+#: attack surface, and formats such as EPS would run Ghostscript.
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+
+# Text formats Pillow does not identify, recognised so users get "unsupported", not
+# "not an image".
+_TEXT_IMAGE_SIGNATURES = ((b"<svg", "SVG"), (b"<?xml", "SVG/XML"), (b"%PDF", "PDF"))
+
+_EXIF_ORIENTATION_TAG = 0x0112
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# pixguard enforces its own pixel limit from the header, before decoding; Pillow's
+# warning at its lower default limit would only be noise on legitimate large photos.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Frames ready for preprocessing.
+
+    ``frames`` are 8-bit RGB, upright (EXIF orientation applied) and alpha-free.
+    For a still image there is one frame; for an animation, an even sample of at
+    most ``DecodeLimits.max_frames`` frames whose indices are in ``frame_indices``.
+    """
+
+    frames: tuple[Image.Image, ...]
+    frame_indices: tuple[int, ...]
+    frame_count: int
+    format: str | None
+    size: tuple[int, int]
+    """(width, height) of the stored image, before any DCT scaling."""
+
+
+def describe_source(source: object) -> str:
+    """A short human name for an input, used in errors and results."""
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return "<PIL.Image>"
+    if isinstance(source, np.ndarray):
+        return "<ndarray>"
+    name = getattr(source, "name", None)
+    if isinstance(name, str):
+        return name
+    return f"<{type(source).__name__}>"
+
+
+def load_image(
+    source: ImageInput,
+    *,
+    limits: DecodeLimits | None = None,
+    min_size: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """Decode ``source`` into upright RGB frames.
+
+    Args:
+        source: a path, bytes, a binary file object, a PIL image or a numpy array
+            (H x W, H x W x 1/3/4; uint8, uint16, bool, or floats in 0..1).
+        limits: byte, pixel and frame limits; the defaults when omitted.
+        min_size: (width, height) the consumer needs. Large JPEGs may be decoded at a
+            reduced DCT scale as long as both sides stay at least this large.
+
+    Raises:
+        ImageError: a subclass naming exactly what is wrong with this input.
+    """
+    limits = limits or DecodeLimits()
+    name = describe_source(source)
+    try:
+        if isinstance(source, Image.Image):
+            return _from_pil(source, name, limits, min_size=None)
+        if isinstance(source, np.ndarray):
+            return _from_array(source, name, limits)
+        data = _read_bytes(source, name, limits)
+        return _from_bytes(data, name, limits, min_size)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixelsError(str(exc), source=name) from exc
+    except MemoryError as exc:
+        raise TooManyPixelsError("not enough memory to decode the image", source=name) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise _decode_error(exc, name) from exc
+
+
+def _decode_error(exc: BaseException, name: str) -> ImageError:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "truncated" in lowered or isinstance(exc, EOFError) or "premature end" in lowered:
+        return TruncatedImageError(f"the image data is truncated ({text})", source=name)
+    return ImageDecodeError(f"the image data is corrupt ({text})", source=name)
+
+
+def _read_bytes(source: object, name: str, limits: DecodeLimits) -> bytes:
+    if isinstance(source, str | os.PathLike):
+        return _read_path(Path(os.fspath(source)), name, limits)
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        _check_byte_count(len(data), name, limits)
+        return data
+    read = getattr(source, "read", None)
+    if callable(read):
+        try:
+            data = read(limits.max_bytes + 1)
+        except OSError as exc:
+            raise ImageUnreadableError(f"cannot read the stream ({exc})", source=name) from exc
+        if not isinstance(data, bytes | bytearray):
+            raise InvalidImageInputError(
+                "the file object must be opened in binary mode", source=name
+            )
+        _check_byte_count(len(data), name, limits)
+        return bytes(data)
+    raise InvalidImageInputError(
+        f"unsupported input type {type(source).__name__}; expected a path, bytes, a binary "
+        "file object, a PIL image or a numpy array",
+        source=name,
+    )
+
+
+def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
+    try:
+        stat = path.stat()
+    except FileNotFoundError as exc:
+        raise ImageNotFoundError("no such file", source=name) from exc
+    except OSError as exc:
+        raise ImageUnreadableError(f"cannot access the file ({exc.strerror})", source=name) from exc
+    if path.is_dir():
+        raise ImageUnreadableError("is a directory, not an image file", source=name)
+    _check_byte_count(stat.st_size, name, limits)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise ImageUnreadableError(f"cannot read the file ({exc.strerror})", source=name) from exc
+    _check_byte_count(len(data), name, limits)
+    return data
+
+
+def _check_byte_count(count: int, name: str, limits: DecodeLimits) -> None:
+    if count == 0:
+        raise EmptyImageError("the input is empty (0 bytes)", source=name)
+    if count > limits.max_bytes:
+        raise ImageTooLargeError(
+            f"the input is larger than the {limits.max_bytes:,}-byte limit", source=name
+        )
+
+
+def _from_bytes(
+    data: bytes, name: str, limits: DecodeLimits, min_size: tuple[int, int] | None
+) -> DecodedImage:
+    try:
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise _unidentified(data, name) from exc
+    return _from_pil(image, name, limits, min_size)
+
+
+def _unidentified(data: bytes, name: str) -> ImageError:
+    head = data[:512].lstrip().lower()
+    for signature, fmt in _TEXT_IMAGE_SIGNATURES:
+        if head.startswith(signature.lower()):
+            return UnsupportedFormatError(f"{fmt} is not a supported format", source=name)
+    try:
+        # Header parsing only: identifies the format without decoding any pixels.
+        with Image.open(io.BytesIO(data)) as other:
+            fmt = other.format
+    except Exception:
+        fmt = None
+    if fmt is not None:
+        return UnsupportedFormatError(
+            f"{fmt} images are not supported (supported: {', '.join(SUPPORTED_FORMATS)})",
+            source=name,
+        )
+    return NotAnImageError("the data is not a recognised image", source=name)
+
+
+def _check_pixels(size: tuple[int, int], name: str, limits: DecodeLimits) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"the image has an invalid size {width}x{height}", source=name)
+    if width * height > limits.max_pixels:
+        raise TooManyPixelsError(
+            f"{width}x{height} = {width * height:,} pixels exceeds the "
+            f"{limits.max_pixels:,}-pixel limit",
+            source=name,
+        )
+
+
+def _orientation(image: Image.Image) -> Image.Transpose | None:
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except Exception:
+        return None
+    return _ORIENTATION_TRANSPOSE.get(value) if isinstance(value, int) else None
+
+
+def _from_pil(
+    image: Image.Image, name: str, limits: DecodeLimits, min_size: tuple[int, int] | None
+) -> DecodedImage:
+    size = image.size
+    _check_pixels(size, name, limits)
+    orientation = _orientation(image)
+    frame_count = max(1, int(getattr(image, "n_frames", 1)))
+
+    if frame_count == 1:
+        if (
+            min_size is not None
+            and limits.dct_scaling
+            and image.format in _JPEG_FORMATS
+            and size[0] * size[1] >= limits.dct_scaling_min_pixels
+        ):
+            # DCT scaling decodes straight to a smaller size; both sides stay >= the
+            # size the model resizes to, so the resize that follows still downsamples.
+            image.draft(None, _upright_request(min_size, orientation))
+        image.load()
+        frames = [_finish_frame(image, orientation, limits)]
+        indices = [0]
+    else:
+        indices = _sample_frame_indices(frame_count, size, limits)
+        frames = []
+        for index in indices:
+            image.seek(index)
+            image.load()
+            frames.append(_finish_frame(image, orientation, limits))
+
+    return DecodedImage(
+        frames=tuple(frames),
+        frame_indices=tuple(indices),
+        frame_count=frame_count,
+        format=image.format,
+        size=size,
+    )
+
+
+def _upright_request(
+    min_size: tuple[int, int], orientation: Image.Transpose | None
+) -> tuple[int, int]:
+    swaps_axes = orientation in {
+        Image.Transpose.TRANSPOSE,
+        Image.Transpose.TRANSVERSE,
+        Image.Transpose.ROTATE_90,
+        Image.Transpose.ROTATE_270,
+    }
+    return (min_size[1], min_size[0]) if swaps_axes else min_size
+
+
+def _finish_frame(
+    image: Image.Image, orientation: Image.Transpose | None, limits: DecodeLimits
+) -> Image.Image:
+    frame = to_rgb(image, limits.background)
+    if frame is image:
+        frame = image.copy()
+    if orientation is not None:
+        frame = frame.transpose(orientation)
+    return frame
+
+
+def _sample_frame_indices(
+    frame_count: int, size: tuple[int, int], limits: DecodeLimits
+) -> list[int]:
+    """Evenly spaced frames within the decode budget, always including the first."""
+    pixels_per_frame = size[0] * size[1]
+    reachable = max(1, min(frame_count, limits.max_animation_pixels // pixels_per_frame))
+    count = min(limits.max_frames, reachable)
+    if count == 1:
+        return [0]
+    positions = np.linspace(0, reachable - 1, num=count)
+    return sorted({round(p) for p in positions})
+
+
+def _from_array(array: np.ndarray, name: str, limits: DecodeLimits) -> DecodedImage:
+    image = _array_to_pil(array, name)
+    return _from_pil(image, name, limits, min_size=None)
+
+
+def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InvalidImageInputError(
+            f"array shape {array.shape} is not H x W, H x W x 1, H x W x 3 or H x W x 4",
+            source=name,
+        )
+    if array.size == 0:
+        raise EmptyImageError(f"array shape {array.shape} has no pixels", source=name)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InvalidImageInputError("float array contains NaN or infinity", source=name)
+        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise InvalidImageInputError(
+            f"array dtype {array.dtype} is not supported (use uint8, uint16, bool or float)",
+            source=name,
+        )
+    return Image.fromarray(np.ascontiguousarray(array))

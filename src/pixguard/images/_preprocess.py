@@ -1,0 +1,183 @@
+"""Model input preprocessing, described by data that travels with the weights.
+
+The resize and crop reproduce timm's evaluation transform
+(``timm.data.create_transform`` with ``is_training=False``) on PIL images, pixel for
+pixel, so a model folder's ``pretrained_cfg`` fully decides what the model sees.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["Preprocessing", "preprocess", "preprocess_batch"]
+
+_INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+_CROP_MODES = ("center", "squash")
+# timm's default when a config gives no crop_pct (timm.data.transforms_factory).
+_TIMM_DEFAULT_CROP_PCT = 0.875
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes one model input.
+
+    Attributes:
+        input_size: (channels, height, width) of the model input.
+        interpolation: resampling filter name, as in timm (bicubic, bilinear, ...).
+        crop_pct: the image is resized to ``input / crop_pct`` and then centre-cropped.
+        crop_mode: ``center`` keeps the aspect ratio (shorter side resized);
+            ``squash`` resizes both sides independently.
+        mean, std: per-channel normalisation, in the model's channel order and
+            pixel range.
+        pixel_range: 1.0 when the model expects pixels in 0..1, 255.0 for 0..255.
+        channel_order: ``RGB`` or ``BGR``.
+        layout: ``NCHW`` (PyTorch) or ``NHWC`` (TensorFlow-born models).
+        jpeg_roundtrip: re-encode the crop as JPEG (quality 75) before normalising,
+            as models trained on JPEG-decoded crops (open_nsfw) expect.
+    """
+
+    input_size: tuple[int, int, int]
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+    crop_mode: Literal["center", "squash"] = "center"
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    pixel_range: float = 1.0
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    jpeg_roundtrip: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.input_size) != 3 or self.input_size[0] != 3:
+            raise ValueError(f"input_size must be (3, H, W), got {self.input_size}")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+        if self.crop_mode not in _CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {_CROP_MODES}, got {self.crop_mode!r}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values, std all positive")
+
+    @classmethod
+    def from_timm_config(cls, cfg: Mapping[str, Any]) -> Preprocessing:
+        """Build from a timm ``pretrained_cfg`` (as in a model folder's config.json)."""
+        crop_mode = cfg.get("crop_mode") or "center"
+        if crop_mode not in _CROP_MODES:
+            raise ValueError(f"crop_mode {crop_mode!r} is not supported (use center or squash)")
+        input_size = tuple(int(v) for v in cfg.get("test_input_size") or cfg["input_size"])
+        return cls(
+            input_size=input_size,  # type: ignore[arg-type]
+            interpolation=str(cfg.get("interpolation") or "bilinear"),
+            crop_pct=float(
+                cfg.get("test_crop_pct") or cfg.get("crop_pct") or _TIMM_DEFAULT_CROP_PCT
+            ),
+            crop_mode=crop_mode,
+            mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_size": list(self.input_size),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "crop_mode": self.crop_mode,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "pixel_range": self.pixel_range,
+            "channel_order": self.channel_order,
+            "layout": self.layout,
+            "jpeg_roundtrip": self.jpeg_roundtrip,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        return cls(
+            input_size=tuple(data["input_size"]),  # type: ignore[arg-type]
+            interpolation=data.get("interpolation", "bicubic"),
+            crop_pct=float(data.get("crop_pct", 1.0)),
+            crop_mode=data.get("crop_mode", "center"),
+            mean=tuple(data.get("mean", (0.5, 0.5, 0.5))),
+            std=tuple(data.get("std", (0.5, 0.5, 0.5))),
+            pixel_range=float(data.get("pixel_range", 1.0)),
+            channel_order=data.get("channel_order", "RGB"),
+            layout=data.get("layout", "NCHW"),
+            jpeg_roundtrip=bool(data.get("jpeg_roundtrip", False)),
+        )
+
+    @property
+    def height(self) -> int:
+        return self.input_size[1]
+
+    @property
+    def width(self) -> int:
+        return self.input_size[2]
+
+    @property
+    def resize_size(self) -> tuple[int, int]:
+        """(width, height) the image is resized to before cropping."""
+        return (
+            math.floor(self.width / self.crop_pct),
+            math.floor(self.height / self.crop_pct),
+        )
+
+
+def _resized_size(image_size: tuple[int, int], pp: Preprocessing) -> tuple[int, int]:
+    width, height = image_size
+    target_w, target_h = pp.resize_size
+    if pp.crop_mode == "squash":
+        return target_w, target_h
+    if target_w == target_h:
+        # torchvision Resize(int): the shorter side becomes `target`, the longer one
+        # is scaled and truncated.
+        if width <= height:
+            return target_w, int(target_w * height / width)
+        return int(target_h * width / height), target_h
+    ratio = max(target_w / width, target_h / height)
+    return round(width * ratio), round(height * ratio)
+
+
+def _center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    left = round((image.width - width) / 2.0)
+    top = round((image.height - height) / 2.0)
+    return image.crop((left, top, left + width, top + height))
+
+
+def preprocess(image: Image.Image, pp: Preprocessing) -> np.ndarray:
+    """One RGB PIL image -> float32 array in the model's layout (no batch axis)."""
+    size = _resized_size(image.size, pp)
+    if size != image.size:
+        image = image.resize(size, _INTERPOLATIONS[pp.interpolation])
+    image = _center_crop(image, pp.width, pp.height)
+    if pp.jpeg_roundtrip:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG")
+        image = Image.open(io.BytesIO(buffer.getvalue()))
+    array = np.asarray(image, dtype=np.float32)
+    if pp.pixel_range != 255.0:
+        array = array / np.float32(255.0 / pp.pixel_range)
+    if pp.channel_order == "BGR":
+        array = array[:, :, ::-1]
+    array = (array - np.asarray(pp.mean, dtype=np.float32)) / np.asarray(pp.std, dtype=np.float32)
+    if pp.layout == "NCHW":
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def preprocess_batch(images: list[Image.Image], pp: Preprocessing) -> np.ndarray:
+    return np.stack([preprocess(image, pp) for image in images], axis=0)
