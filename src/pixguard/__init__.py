@@ -5,7 +5,7 @@
 >>> classifier.predict(["photo.jpg"])[0].nsfw_score   # doctest: +SKIP
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from ._exceptions import (
     EmptyImageError,
@@ -35,8 +35,8 @@ from .images import DecodeLimits, Preprocessing
 from .models import DEFAULT_MODEL, ModelSpec, get_model_spec, list_models, register_model
 
 try:
-    __version__ = version("pixguard")
-except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = _metadata.version("pixguard")
+except _metadata.PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
 __all__ = [

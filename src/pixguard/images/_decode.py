@@ -37,7 +37,8 @@ ImageInput: TypeAlias = (
 
 #: Formats pixguard decodes. The list is short on purpose: every parser enabled is
 #: attack surface, and formats such as EPS would run Ghostscript.
-SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+#: Multi-picture JPEGs from cameras (MPO) open through the JPEG parser.
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
@@ -197,10 +198,16 @@ def _from_bytes(
     data: bytes, name: str, limits: DecodeLimits, min_size: tuple[int, int] | None
 ) -> DecodedImage:
     try:
-        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=_available_formats())
     except UnidentifiedImageError as exc:
         raise _unidentified(data, name) from exc
     return _from_pil(image, name, limits, min_size)
+
+
+def _available_formats() -> tuple[str, ...]:
+    """The supported formats this Pillow build can open (AVIF needs libavif)."""
+    Image.init()
+    return tuple(fmt for fmt in SUPPORTED_FORMATS if fmt in Image.OPEN)
 
 
 def _unidentified(data: bytes, name: str) -> ImageError:
@@ -247,9 +254,10 @@ def _from_pil(
 ) -> DecodedImage:
     size = image.size
     _check_pixels(size, name, limits)
-    orientation = _orientation(image)
     frame_count = max(1, int(getattr(image, "n_frames", 1)))
 
+    # Pixels are loaded before EXIF is read: for some formats (PNG) reading EXIF
+    # loads the image, and a decode error there must not be mistaken for bad EXIF.
     if frame_count == 1:
         if (
             min_size is not None
@@ -257,18 +265,24 @@ def _from_pil(
             and image.format in _JPEG_FORMATS
             and size[0] * size[1] >= limits.dct_scaling_min_pixels
         ):
-            # DCT scaling decodes straight to a smaller size; both sides stay >= the
-            # size the model resizes to, so the resize that follows still downsamples.
-            image.draft(None, _upright_request(min_size, orientation))
+            # DCT scaling decodes straight to a smaller size. The request is square
+            # so that both sides stay >= what the model resizes to, whatever the
+            # EXIF rotation.
+            side = max(min_size)
+            image.draft(None, (side, side))
         image.load()
+        orientation = _orientation(image)
         frames = [_finish_frame(image, orientation, limits)]
         indices = [0]
     else:
         indices = _sample_frame_indices(frame_count, size, limits)
         frames = []
-        for index in indices:
+        orientation = None
+        for position, index in enumerate(indices):
             image.seek(index)
             image.load()
+            if position == 0:
+                orientation = _orientation(image)
             frames.append(_finish_frame(image, orientation, limits))
 
     return DecodedImage(
@@ -278,18 +292,6 @@ def _from_pil(
         format=image.format,
         size=size,
     )
-
-
-def _upright_request(
-    min_size: tuple[int, int], orientation: Image.Transpose | None
-) -> tuple[int, int]:
-    swaps_axes = orientation in {
-        Image.Transpose.TRANSPOSE,
-        Image.Transpose.TRANSVERSE,
-        Image.Transpose.ROTATE_90,
-        Image.Transpose.ROTATE_270,
-    }
-    return (min_size[1], min_size[0]) if swaps_axes else min_size
 
 
 def _finish_frame(

@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests never touch the network: the Hub is offline and every
+model is built and saved by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before huggingface_hub is imported anywhere.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import build_vit_folder, install_in_hf_cache, sample_photos
+
+MARQO_REPO = "Marqo/nsfw-image-detection-384"
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """Real SFW photographs shipped inside scikit-image and scikit-learn."""
+    return sample_photos()
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-block ViT at 64 px with random weights, in timm's Hub layout."""
+    return build_vit_folder(
+        tmp_path_factory.mktemp("tiny-vit"),
+        model_args={"depth": 2, "img_size": 64},
+        seed=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def full_vit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full-size vit_tiny_patch16_384 (the seed model's architecture), random weights."""
+    return build_vit_folder(tmp_path_factory.mktemp("full-vit"), model_args={}, seed=1)
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, private Hugging Face cache for this test."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def marqo_in_cache(hf_cache: Path, full_vit_folder: Path) -> Path:
+    """The seed model's repo, as huggingface_hub would have cached it, holding a
+    random full-size ViT (the real weights cannot be downloaded here)."""
+    install_in_hf_cache(hf_cache, MARQO_REPO, full_vit_folder)
+    return hf_cache

@@ -1,0 +1,89 @@
+"""The public surface: __all__, the exception tree and its stable codes."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import pixguard
+from pixguard import _exceptions
+
+EXPECTED_CODES = {
+    "PixguardError": "pixguard_error",
+    "ImageError": "image_error",
+    "ImageNotFoundError": "image_not_found",
+    "ImageUnreadableError": "image_unreadable",
+    "EmptyImageError": "image_empty",
+    "TruncatedImageError": "image_truncated",
+    "NotAnImageError": "image_not_an_image",
+    "UnsupportedFormatError": "image_unsupported_format",
+    "ImageTooLargeError": "image_too_large",
+    "TooManyPixelsError": "image_too_many_pixels",
+    "InvalidImageInputError": "image_invalid_input",
+    "ImageDecodeError": "image_decode_failed",
+    "ModelError": "model_error",
+    "ModelNotFoundError": "model_not_found",
+    "ModelNotCachedError": "model_not_cached",
+    "ModelConfigError": "model_config_invalid",
+    "UnsafeWeightsError": "model_unsafe_weights",
+    "ModelLoadError": "model_load_failed",
+    "InferenceError": "inference_failed",
+    "PolicyError": "policy_error",
+    "InvalidThresholdError": "threshold_invalid",
+}
+
+
+def test_error_codes_are_stable_and_unique():
+    errors = {
+        name: obj
+        for name, obj in vars(_exceptions).items()
+        if inspect.isclass(obj) and issubclass(obj, pixguard.PixguardError)
+    }
+    assert {name: cls.code for name, cls in errors.items()} == EXPECTED_CODES
+    assert len(set(EXPECTED_CODES.values())) == len(EXPECTED_CODES)
+
+
+def test_image_errors_share_one_base():
+    for name, code in EXPECTED_CODES.items():
+        cls = getattr(pixguard, name)
+        if code.startswith("image_"):
+            assert issubclass(cls, pixguard.ImageError)
+        if code.startswith("model_"):
+            assert issubclass(cls, pixguard.ModelError)
+
+
+def test_error_to_dict_names_the_source():
+    error = pixguard.EmptyImageError("the input is empty", source="a.jpg")
+    assert error.to_dict() == {"code": "image_empty", "message": "a.jpg: the input is empty"}
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pixguard",
+        "pixguard._exceptions",
+        "pixguard.images",
+        "pixguard.models",
+        "pixguard.runtimes",
+        "pixguard.classify",
+        "pixguard.cli",
+    ],
+)
+def test_all_lists_exactly_what_exists(module):
+    mod = importlib.import_module(module)
+    assert len(mod.__all__) == len(set(mod.__all__))
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.__all__ names missing {name}"
+
+
+def test_public_names_do_not_leak_private_modules():
+    public = {name for name in dir(pixguard) if not name.startswith("_")}
+    assert public - set(pixguard.__all__) <= {
+        "classify",
+        "cli",
+        "images",
+        "models",
+        "runtimes",
+    }
