@@ -87,3 +87,17 @@ def test_public_names_do_not_leak_private_modules():
         "models",
         "runtimes",
     }
+
+
+def test_importing_pixguard_does_not_load_heavy_runtimes():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pixguard, pixguard.cli;"
+        "print(sorted(m for m in ('torch', 'timm', 'onnxruntime') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

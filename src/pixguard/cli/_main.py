@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -38,7 +39,7 @@ stderr = Console(stderr=True)
 
 
 def _fail(error: PixguardError) -> typer.Exit:
-    stderr.print(f"[bold red]error[/] [{error.code}] {error}", highlight=False)
+    stderr.print(f"[bold red]error[/] {escape(f'[{error.code}] {error}')}", highlight=False)
     return typer.Exit(EXIT_USAGE)
 
 

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..classify import Prediction
@@ -131,11 +132,11 @@ def _table(predictions: Sequence[Prediction]) -> Table:
     for p in predictions:
         label = {"nsfw": "[bold red]nsfw[/]", "sfw": "[green]sfw[/]"}.get(p.label or "", "-")
         table.add_row(
-            p.source,
+            escape(p.source),
             label,
             "-" if p.nsfw_score is None else f"{p.nsfw_score:.4f}",
             "" if p.frame_count <= 1 else f"{p.frame}/{p.frame_count}",
-            f"[yellow]{p.error.code}[/]: {p.error.message}" if p.error else "",
+            f"[yellow]{p.error.code}[/]: {escape(p.error.message)}" if p.error else "",
         )
     if predictions:
         first = predictions[0]
