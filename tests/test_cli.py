@@ -184,3 +184,28 @@ def test_installed_entry_point_runs_offline(tmp_path, photos):
     rows = _jsonl(result.stdout)
     assert rows[0]["label"] == "sfw"
     assert rows[1]["error"]["code"] == "image_not_found"
+
+
+def test_progress_bar_goes_to_stderr(image_dir, tiny_vit_folder):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixguard",
+            "classify",
+            str(image_dir),
+            "-m",
+            str(tiny_vit_folder),
+            "-f",
+            "jsonl",
+            "--progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "classifying" in result.stderr
+    assert "3/3" in result.stderr
+    assert "classifying" not in result.stdout
+    assert len(_jsonl(result.stdout)) == 3
