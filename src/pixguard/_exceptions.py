@@ -23,6 +23,9 @@ without parsing messages.
     │   ├── UnsafeWeightsError          model_unsafe_weights
     │   └── ModelLoadError              model_load_failed
     ├── InferenceError                  inference_failed
+    ├── RuntimeUnavailableError         runtime_unavailable
+    ├── ParityError                     parity_failed
+    ├── ExportError                     export_failed
     └── PolicyError
         └── InvalidThresholdError       threshold_invalid
 """
@@ -33,6 +36,7 @@ from typing import Any
 
 __all__ = [
     "EmptyImageError",
+    "ExportError",
     "ImageDecodeError",
     "ImageError",
     "ImageNotFoundError",
@@ -47,8 +51,10 @@ __all__ = [
     "ModelNotCachedError",
     "ModelNotFoundError",
     "NotAnImageError",
+    "ParityError",
     "PixguardError",
     "PolicyError",
+    "RuntimeUnavailableError",
     "TooManyPixelsError",
     "TruncatedImageError",
     "UnsafeWeightsError",
@@ -159,6 +165,22 @@ class ModelLoadError(ModelError):
 
 class InferenceError(PixguardError):
     code = "inference_failed"
+
+
+class RuntimeUnavailableError(PixguardError):
+    """The requested runtime or precision cannot run this model on this machine."""
+
+    code = "runtime_unavailable"
+
+
+class ParityError(PixguardError):
+    """A faster path's scores strayed from fp32 eager beyond the parity gate."""
+
+    code = "parity_failed"
+
+
+class ExportError(PixguardError):
+    code = "export_failed"
 
 
 class PolicyError(PixguardError):

@@ -28,7 +28,7 @@ from ..models import (
     read_config,
     spec_from_config,
 )
-from ..runtimes import Runtime, load_runtime
+from ..runtimes import ParityReport, Runtime, load_runtime
 from ._prediction import Prediction
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "resolve_model"]
@@ -94,8 +94,10 @@ class Classifier:
         threshold: float | None = None,
         limits: DecodeLimits | None = None,
         workers: int | None = None,
+        parity: ParityReport | None = None,
     ) -> None:
         self.runtime = runtime
+        self.parity = parity
         self.spec = runtime.spec
         self.threshold = _check_threshold(self.spec.threshold if threshold is None else threshold)
         self.limits = limits or DecodeLimits()
@@ -111,16 +113,28 @@ class Classifier:
         threshold: float | None = None,
         limits: DecodeLimits | None = None,
         workers: int | None = None,
+        runtime: str = "auto",
+        precision: str | None = None,
     ) -> Classifier:
         """Load a registered model by name, a model folder, or ``hf-hub:owner/repo``.
 
         ``None`` loads the default model (``marqo-nsfw-384``). ``threshold``
-        overrides the model's own default.
+        overrides the model's own default. ``runtime`` is ``torch``,
+        ``onnxruntime``, ``openvino`` or ``auto`` (the fastest path here that passes
+        the parity gate); ``precision`` is ``fp32``, ``bf16`` or ``int8``.
         """
         if threshold is not None:
             _check_threshold(threshold)
-        runtime = load_runtime(resolve_model(name_or_path))
-        return cls(runtime, threshold=threshold, limits=limits, workers=workers)
+        loaded = load_runtime(
+            resolve_model(name_or_path), runtime=runtime, precision=precision, threshold=threshold
+        )
+        return cls(
+            loaded.runtime,
+            threshold=threshold,
+            limits=limits,
+            workers=workers,
+            parity=loaded.parity,
+        )
 
     @property
     def name(self) -> str:

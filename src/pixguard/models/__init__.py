@@ -10,7 +10,7 @@ from ._folder import (
 )
 from ._hub import download_model_files, is_cached
 from ._registry import get_model_spec, list_models, register_model
-from ._sources import ModelStatus, bundled_file, model_status
+from ._sources import ModelStatus, bundled_file, locate_folder, model_status
 from ._spec import ModelSpec
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "get_model_spec",
     "is_cached",
     "list_models",
+    "locate_folder",
     "model_status",
     "read_config",
     "register_model",

@@ -6,11 +6,11 @@ import importlib.resources
 from pathlib import Path
 from typing import Literal
 
-from .._exceptions import ModelNotFoundError
-from ._hub import is_cached
+from .._exceptions import ModelConfigError, ModelNotFoundError
+from ._hub import download_model_files, is_cached
 from ._spec import ModelSpec
 
-__all__ = ["ModelStatus", "bundled_file", "model_status"]
+__all__ = ["ModelStatus", "bundled_file", "locate_folder", "model_status"]
 
 ModelStatus = Literal["cached", "bundled", "local", "missing"]
 
@@ -43,3 +43,12 @@ def model_status(spec: ModelSpec) -> ModelStatus:
             return "missing"
         return "bundled"
     return "local" if Path(spec.location).is_dir() else "missing"
+
+
+def locate_folder(spec: ModelSpec) -> Path:
+    """The local folder holding ``spec``'s config and weights (downloading Hub models)."""
+    if spec.source == "hf-hub":
+        return download_model_files(spec.location, model_name=spec.name)
+    if spec.source == "local-dir":
+        return Path(spec.location)
+    raise ModelConfigError(f"a {spec.source} model has no model folder", source=spec.name)

@@ -1,28 +1,60 @@
-"""Runtimes: loaded models behind one ``run(batch) -> probabilities, embeddings`` call."""
+"""Runtimes: loaded models behind one ``run(batch) -> probabilities, embeddings`` call.
+
+torch (timm eager, TorchScript), onnxruntime and OpenVINO, in fp32, bf16 or int8,
+chosen explicitly or by ``auto`` behind the parity gate.
+"""
 
 from typing import TYPE_CHECKING, Any
 
 from ._base import Runtime, RuntimeOutput
-from ._loaders import load_runtime, register_loader
+from ._loaders import (
+    ARTIFACT_FILES,
+    AUTO_ORDER,
+    PRECISIONS,
+    RUNTIMES,
+    LoadedRuntime,
+    load_runtime,
+    open_runtime,
+    register_loader,
+)
+from ._parity import PARITY_TOLERANCE, ParityReport, check_parity, parity_images
 
 if TYPE_CHECKING:
-    from ._opennsfw import OpenNsfwRuntime
-    from ._timm import TimmRuntime
+    from ._onnx import OnnxRuntime
+    from ._openvino import OpenVinoRuntime
+    from ._timm import TimmRuntime, TorchScriptRuntime
 
 __all__ = [
-    "OpenNsfwRuntime",
+    "ARTIFACT_FILES",
+    "AUTO_ORDER",
+    "PARITY_TOLERANCE",
+    "PRECISIONS",
+    "RUNTIMES",
+    "LoadedRuntime",
+    "OnnxRuntime",
+    "OpenVinoRuntime",
+    "ParityReport",
     "Runtime",
     "RuntimeOutput",
     "TimmRuntime",
+    "TorchScriptRuntime",
+    "check_parity",
     "load_runtime",
+    "open_runtime",
+    "parity_images",
     "register_loader",
 ]
 
-_LAZY = {"TimmRuntime": "._timm", "OpenNsfwRuntime": "._opennsfw"}
+_LAZY = {
+    "TimmRuntime": "._timm",
+    "TorchScriptRuntime": "._timm",
+    "OnnxRuntime": "._onnx",
+    "OpenVinoRuntime": "._openvino",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # torch and onnxruntime are heavy imports: load them only when asked for.
+    # torch, onnxruntime and openvino are heavy imports: load them only when asked for.
     if name in _LAZY:
         import importlib
 

@@ -34,6 +34,10 @@ class Runtime(Protocol):
     """
 
     spec: ModelSpec
+    kind: str
+    """``torch``, ``onnxruntime`` or ``openvino``."""
+    precision: str
+    """``fp32``, ``bf16`` or ``int8``."""
 
     def run(self, batch: np.ndarray) -> RuntimeOutput:
         """Run one forward pass over ``batch`` (preprocessed, in ``spec`` layout)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,50 +12,61 @@ import timm
 import torch
 
 from .._exceptions import ModelConfigError, ModelLoadError
-from ..models import (
-    ModelSpec,
-    download_model_files,
-    find_safe_weights,
-    read_config,
-    spec_from_config,
-)
+from ..models import ModelSpec, find_safe_weights, locate_folder, read_config, spec_from_config
 from ._base import RuntimeOutput
 
-__all__ = ["TimmRuntime"]
+__all__ = ["ONNX_OPSET", "ProbabilitiesAndEmbedding", "TimmRuntime", "TorchScriptRuntime"]
+
+ONNX_OPSET = 17
 
 logger = logging.getLogger(__name__)
 
 
-class TimmRuntime:
-    """Probabilities and the pooled embedding from one backbone pass.
+class ProbabilitiesAndEmbedding(torch.nn.Module):
+    """A timm classifier as ``x -> (probabilities, embedding)`` from one backbone pass.
 
-    The backbone runs once (``forward_features``); the embedding is timm's
-    ``forward_head(pre_logits=True)`` and the logits are the classifier applied to
-    that same embedding.
+    The embedding is timm's ``forward_head(pre_logits=True)``; the logits are the
+    classifier applied to that same embedding. Export traces this module, so every
+    runtime computes exactly the same two outputs.
     """
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec) -> None:
-        classifier = model.get_classifier()
-        if not isinstance(classifier, torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.classifier = model.get_classifier()
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(pixels)
+        embedding = self.model.forward_head(features, pre_logits=True)
+        logits = self.classifier(embedding)
+        return logits.float().softmax(dim=-1), embedding.float()
+
+
+class TimmRuntime:
+    """timm in PyTorch eager mode, fp32 or bf16 (CPU autocast)."""
+
+    kind = "torch"
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, precision: str = "fp32") -> None:
+        if not isinstance(model.get_classifier(), torch.nn.Module):
             raise ModelConfigError(
                 f"architecture {spec.architecture} has no single classifier head",
                 source=spec.name,
             )
+        if precision not in ("fp32", "bf16"):
+            raise ModelConfigError(
+                f"the torch runtime runs fp32 or bf16, not {precision}", source=spec.name
+            )
         self.spec = spec
+        self.precision = precision
         self.model = model.eval()
-        self._classifier = classifier
+        self.module = ProbabilitiesAndEmbedding(self.model).eval()
 
     @classmethod
-    def load(cls, spec: ModelSpec) -> TimmRuntime:
-        """Create the model named by ``spec`` with its pretrained safetensors weights."""
-        if spec.source == "hf-hub":
-            folder = download_model_files(spec.location, model_name=spec.name)
-            timm_name = f"hf-hub:{spec.location}"
-        elif spec.source == "local-dir":
-            folder = Path(spec.location)
-            timm_name = f"local-dir:{folder}"
-        else:
-            raise ModelConfigError(f"timm cannot load a {spec.source} model", source=spec.name)
+    def load(cls, spec: ModelSpec, *, precision: str = "fp32") -> TimmRuntime:
+        """Create the model named by ``spec`` with its pretrained safetensors weights,
+        through timm's own Hub (``hf-hub:``) or local (``local-dir:``) loading."""
+        folder = locate_folder(spec)
         find_safe_weights(folder)
         resolved = spec_from_config(
             read_config(folder),
@@ -63,6 +75,7 @@ class TimmRuntime:
             location=spec.location,
             defaults=spec,
         )
+        timm_name = f"hf-hub:{spec.location}" if spec.source == "hf-hub" else f"local-dir:{folder}"
         try:
             model = timm.create_model(timm_name, pretrained=True)
         except RuntimeError as exc:
@@ -80,16 +93,69 @@ class TimmRuntime:
         if resolved.embedding_dim is None:
             resolved = replace(resolved, embedding_dim=int(model.num_features))
         logger.info("loaded %s (%s) through timm", resolved.name, timm_name)
-        return cls(model, resolved)
+        return cls(model, resolved, precision=precision)
+
+    def export_onnx(self, path: Path, *, opset: int = ONNX_OPSET) -> None:
+        """Write the (probabilities, embedding) graph as ONNX with a dynamic batch axis."""
+        example = torch.zeros(1, *self.spec.preprocessing.input_size)
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is deprecated upstream, but is fast and
+            # needs no extra dependency; its traces are checked by the parity gate.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                self.module,
+                (example,),
+                str(path),
+                input_names=["pixel_values"],
+                output_names=["probabilities", "embedding"],
+                dynamic_axes={
+                    name: {0: "batch"} for name in ("pixel_values", "probabilities", "embedding")
+                },
+                opset_version=opset,
+                dynamo=False,
+            )
+
+    def export_torchscript(self, path: Path) -> None:
+        example = torch.zeros(1, *self.spec.preprocessing.input_size)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(self.module, example, check_trace=False)
+        torch.jit.save(traced, str(path))
+
+    def run(self, batch: np.ndarray) -> RuntimeOutput:
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+        ):
+            probabilities, embeddings = self.module(torch.from_numpy(batch))
+        return RuntimeOutput(
+            probabilities=probabilities.numpy().astype(np.float32, copy=False),
+            embeddings=embeddings.numpy().astype(np.float32, copy=False),
+        )
+
+
+class TorchScriptRuntime:
+    """An exported TorchScript graph (``pixguard export --format torchscript``).
+
+    TorchScript archives are read by torch's C++ deserializer, which restores only
+    tensors and TorchScript code, never arbitrary Python objects.
+    """
+
+    kind = "torch"
+
+    def __init__(self, path: Path, spec: ModelSpec, *, precision: str = "fp32") -> None:
+        if precision != "fp32":
+            raise ModelConfigError("TorchScript models run in fp32", source=spec.name)
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as exc:
+            raise ModelLoadError(f"cannot load TorchScript: {exc}", source=spec.name) from exc
+        self.spec = spec
+        self.precision = precision
 
     def run(self, batch: np.ndarray) -> RuntimeOutput:
         with torch.inference_mode():
-            inputs = torch.from_numpy(batch)
-            features = self.model.forward_features(inputs)
-            embeddings = self.model.forward_head(features, pre_logits=True)
-            logits = self._classifier(embeddings)
-            probabilities = logits.float().softmax(dim=-1)
+            probabilities, embeddings = self.module(torch.from_numpy(batch))
         return RuntimeOutput(
-            probabilities=probabilities.numpy().astype(np.float32, copy=False),
-            embeddings=embeddings.float().numpy().astype(np.float32, copy=False),
+            probabilities=probabilities.float().numpy(), embeddings=embeddings.float().numpy()
         )
