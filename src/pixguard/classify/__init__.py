@@ -1,6 +1,6 @@
 """Classification: the Classifier and its Prediction."""
 
-from ._classifier import DEFAULT_BATCH_SIZE, Classifier, resolve_model
+from ._classifier import DEFAULT_BATCH_SIZE, Classifier
 from ._prediction import Label, Prediction
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "Label", "Prediction", "resolve_model"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "Label", "Prediction"]

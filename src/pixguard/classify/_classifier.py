@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -15,54 +14,16 @@ from .._exceptions import (
     ImageError,
     InferenceError,
     InvalidThresholdError,
-    ModelNotFoundError,
     PixguardError,
 )
 from ..images import DecodedImage, DecodeLimits, ImageInput, describe_source, load_image, preprocess
-from ..models import (
-    DEFAULT_MODEL,
-    ModelSpec,
-    download_model_files,
-    get_model_spec,
-    list_models,
-    read_config,
-    spec_from_config,
-)
+from ..models import resolve_model
 from ..runtimes import ParityReport, Runtime, load_runtime
 from ._prediction import Prediction
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "resolve_model"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Classifier"]
 
 DEFAULT_BATCH_SIZE = 16
-_HUB_PREFIX = "hf-hub:"
-
-
-def resolve_model(name_or_path: str | os.PathLike[str] | None) -> ModelSpec:
-    """The spec for a registry name, a local model folder, or ``hf-hub:owner/repo``.
-
-    Unknown names are an error: pixguard never substitutes another model.
-    """
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
-    text = os.fspath(name_or_path)
-    spec = get_model_spec(text)
-    if spec is not None:
-        return spec
-    if text.startswith(_HUB_PREFIX):
-        repo_id = text[len(_HUB_PREFIX) :]
-        folder = download_model_files(repo_id, model_name=text)
-        return spec_from_config(read_config(folder), name=text, source="hf-hub", location=repo_id)
-    path = Path(text).expanduser()
-    if path.exists() or os.sep in text or text.startswith("."):
-        return spec_from_config(
-            read_config(path), name=text, source="local-dir", location=str(path.resolve())
-        )
-    known = ", ".join(spec.name for spec in list_models())
-    raise ModelNotFoundError(
-        f"unknown model; use a registered name ({known}), a model folder path, "
-        "or hf-hub:owner/repo",
-        source=text,
-    )
 
 
 def _check_threshold(threshold: float) -> float:

@@ -10,6 +10,7 @@ from ._folder import (
 )
 from ._hub import download_model_files, is_cached
 from ._registry import get_model_spec, list_models, register_model
+from ._resolve import resolve_model
 from ._sources import ModelStatus, bundled_file, locate_folder, model_status
 from ._spec import ModelSpec
 
@@ -31,5 +32,6 @@ __all__ = [
     "model_status",
     "read_config",
     "register_model",
+    "resolve_model",
     "spec_from_config",
 ]

