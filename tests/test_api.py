@@ -71,6 +71,7 @@ def test_error_to_dict_names_the_source():
         "pixguard.models",
         "pixguard.runtimes",
         "pixguard.classify",
+        "pixguard.export",
         "pixguard.cli",
     ],
 )
@@ -86,6 +87,7 @@ def test_public_names_do_not_leak_private_modules():
     assert public - set(pixguard.__all__) <= {
         "classify",
         "cli",
+        "export",
         "images",
         "models",
         "runtimes",

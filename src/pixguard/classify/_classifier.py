@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,12 +137,21 @@ class Classifier:
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_result: Callable[[Prediction], None] | None = None,
     ) -> Iterator[Prediction]:
-        """Stream predictions in input order; memory stays bounded by ``batch_size``."""
+        """Stream predictions in input order.
+
+        Decoding of the next batch runs in worker threads while the model works on
+        the current one, so large photos do not leave the model idle. At most two
+        batches are in flight: memory stays bounded on any number of inputs.
+        """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         iterator = iter(images)
-        while chunk := list(itertools.islice(iterator, batch_size)):
-            for prediction in self._predict_chunk(chunk, batch_size):
+        ahead = self._decode_async(list(itertools.islice(iterator, batch_size)))
+        while ahead:
+            current = ahead
+            ahead = self._decode_async(list(itertools.islice(iterator, batch_size)))
+            prepared = [future.result() for future in current]
+            for prediction in self._infer(prepared, batch_size):
                 if on_result is not None:
                     on_result(prediction)
                 yield prediction
@@ -157,15 +166,12 @@ class Classifier:
             return _Prepared(name, error=exc)
         return _Prepared(name, decoded=decoded, inputs=inputs)
 
-    def _map(self, items: list[ImageInput]) -> list[_Prepared]:
-        if len(items) == 1 or self._workers == 1:
-            return [self._prepare(item) for item in items]
+    def _decode_async(self, items: list[ImageInput]) -> list[Future[_Prepared]]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pixguard-decode")
-        return list(self._pool.map(self._prepare, items))
+        return [self._pool.submit(self._prepare, item) for item in items]
 
-    def _predict_chunk(self, chunk: list[ImageInput], batch_size: int) -> list[Prediction]:
-        prepared = self._map(chunk)
+    def _infer(self, prepared: list[_Prepared], batch_size: int) -> list[Prediction]:
         rows = [array for item in prepared if item.inputs for array in item.inputs]
         probabilities, embeddings, failure = self._run_rows(rows, batch_size)
         results: list[Prediction] = []
@@ -205,8 +211,19 @@ class Classifier:
             return np.empty((0, 0)), np.empty((0, 0)), error
         return np.concatenate(probabilities), np.concatenate(embeddings), None
 
+    @property
+    def runtime_name(self) -> str:
+        """``kind/precision`` of the runtime, e.g. ``openvino/bf16``."""
+        return f"{self.runtime.kind}/{self.runtime.precision}"
+
     def _failed(self, source: str, error: PixguardError | None) -> Prediction:
-        return Prediction(source=source, model=self.name, threshold=self.threshold, error=error)
+        return Prediction(
+            source=source,
+            model=self.name,
+            threshold=self.threshold,
+            runtime=self.runtime_name,
+            error=error,
+        )
 
     def _decide(
         self,
@@ -222,6 +239,7 @@ class Classifier:
             source=source,
             model=self.name,
             threshold=self.threshold,
+            runtime=self.runtime_name,
             label="nsfw" if score >= self.threshold else "sfw",
             nsfw_score=score,
             probabilities={

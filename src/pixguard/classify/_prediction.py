@@ -26,6 +26,7 @@ class Prediction:
         source: the input's name: its path, or ``<bytes>``, ``<PIL.Image>`` ...
         model: registry name or folder of the model.
         threshold: the threshold applied to ``nsfw_score``.
+        runtime: the runtime and precision that ran the model, e.g. ``openvino/bf16``.
         label: ``"nsfw"`` when ``nsfw_score >= threshold``, else ``"sfw"``.
         nsfw_score: probability of the NSFW class(es); for animations, the highest
             over the sampled frames.
@@ -40,6 +41,7 @@ class Prediction:
     source: str
     model: str
     threshold: float
+    runtime: str = ""
     label: Label | None = None
     nsfw_score: float | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class Prediction:
             "probabilities": self.probabilities,
             "model": self.model,
             "threshold": self.threshold,
+            "runtime": self.runtime,
             "frame": self.frame,
             "frames_classified": self.frames_classified,
             "frame_count": self.frame_count,

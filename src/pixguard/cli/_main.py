@@ -17,6 +17,7 @@ from rich.table import Table
 from .. import __version__
 from .._exceptions import PixguardError
 from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction
+from ..export import export_model
 from ..images import DecodeLimits
 from ..models import DEFAULT_MODEL, list_models, model_status
 from ._inputs import expand_paths
@@ -154,6 +155,15 @@ def classify(
     max_bytes: Annotated[
         int, typer.Option(min=1, help="Reject inputs larger than this many bytes.")
     ] = DecodeLimits.max_bytes,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="auto, torch, onnxruntime or openvino. auto: the fastest here that passes the parity gate."
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, bf16 or int8 (default: fp32, or auto's choice).")
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -171,7 +181,9 @@ def classify(
         stderr.print("[yellow]warning[/] no image files found in the given paths")
     try:
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
-        classifier = Classifier.load(model, threshold=threshold, limits=limits)
+        classifier = Classifier.load(
+            model, threshold=threshold, limits=limits, runtime=runtime, precision=precision
+        )
     except PixguardError as exc:
         raise _fail(exc) from None
 
@@ -203,6 +215,56 @@ def classify(
     if failures:
         stderr.print(f"[yellow]{failures} of {len(inputs)} inputs could not be classified[/]")
         raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
+
+
+@app.command()
+def export(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Registered model name, model folder, or hf-hub:owner/repo."
+        ),
+    ] = DEFAULT_MODEL,
+    export_format: Annotated[
+        str, typer.Option("--format", "-f", help="onnx, torchscript or openvino.")
+    ] = "onnx",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to create.")] = Path(
+        "exported"
+    ),
+    precision: Annotated[
+        str, typer.Option(help="fp32, or int8 (onnx/openvino; needs --calibration).")
+    ] = "fp32",
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of real images, like those the model will see, to calibrate int8."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Export a model to a self-describing folder that `--model DIR` loads anywhere.
+
+    The exported scores are checked against the source model (fp32: within 1e-4;
+    int8: the parity gate) before anything is written.
+    """
+    images = expand_paths([calibration], recursive=True) if calibration else None
+    try:
+        with stderr.status(f"exporting {model} to {export_format}/{precision}"):
+            result = export_model(
+                model,
+                format=export_format,
+                output=output,
+                precision=precision,
+                calibration=images,
+                overwrite=overwrite,
+            )
+    except PixguardError as exc:
+        raise _fail(exc) from None
+    parity = result.parity
+    typer.echo(
+        f"wrote {result.folder} ({result.format}, {result.precision}); "
+        f"max |delta score| vs source {parity.max_abs_diff:.2e} on {parity.images} images"
+    )
 
 
 def _record(prediction: Prediction, writer: ResultWriter, vectors: EmbeddingWriter | None) -> int:
