@@ -1,0 +1,134 @@
+"""Export: self-describing folders that load anywhere, with checked scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pixguard import Classifier, ExportError, ParityError
+from pixguard.cli import app
+from pixguard.export import export_model
+from pixguard.images import preprocess
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "openvino"])
+def test_fp32_exports_reload_within_1e4(fmt, full_vit_folder, tmp_path, photos):
+    result = export_model(full_vit_folder, format=fmt, output=tmp_path / fmt)
+    assert result.parity.max_abs_diff <= 1e-4
+    files = sorted(p.name for p in (tmp_path / fmt).iterdir())
+    expected_files = {
+        "onnx": ["config.json", "model.onnx"],
+        "torchscript": ["config.json", "model.torchscript"],
+        "openvino": ["config.json", "model.bin", "model.xml"],
+    }[fmt]
+    assert files == expected_files
+    config = json.loads((tmp_path / fmt / "config.json").read_text())
+    assert config["label_names"] == ["NSFW", "SFW"]
+    assert config["pixguard"]["nsfw_labels"] == ["NSFW"]
+    assert config["pixguard"]["preprocessing"]["input_size"] == [3, 384, 384]
+    assert config["pixguard"]["export"]["format"] == fmt
+
+    source = Classifier.load(full_vit_folder, runtime="torch").predict(photos)
+    runtime = {"onnx": "onnxruntime", "torchscript": "torch", "openvino": "openvino"}[fmt]
+    exported = Classifier.load(tmp_path / fmt, runtime=runtime, precision="fp32")
+    for a, b in zip(source, exported.predict(photos), strict=True):
+        assert b.nsfw_score == pytest.approx(a.nsfw_score, abs=1e-4)
+        assert b.embedding.shape == (192,)
+
+
+def test_exported_onnx_runs_with_plain_onnxruntime(tiny_vit_folder, tmp_path, photos):
+    export_model(tiny_vit_folder, format="onnx", output=tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    session = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"))
+    pp = config["pixguard"]["preprocessing"]
+    image = Image.open(photos[0]).convert("RGB").resize(tuple(pp["input_size"][1:]), Image.BICUBIC)
+    x = (np.asarray(image, np.float32) / 255 - pp["mean"]) / pp["std"]
+    probabilities, embedding = session.run(
+        None, {"pixel_values": x.transpose(2, 0, 1)[None].astype(np.float32)}
+    )
+    assert probabilities.shape == (1, 2)
+    assert embedding.shape == (1, 192)
+    from pixguard.images import Preprocessing
+
+    ours = Classifier.load(tmp_path / "m", runtime="onnxruntime").runtime.run(
+        preprocess(Image.open(photos[0]).convert("RGB"), Preprocessing.from_dict(pp))[None]
+    )
+    np.testing.assert_allclose(ours.probabilities, probabilities, atol=0.05)
+
+
+def test_int8_export_passes_the_gate_on_opennsfw(tmp_path, photos):
+    result = export_model(
+        "opennsfw", format="openvino", precision="int8", calibration=photos, output=tmp_path / "q"
+    )
+    assert result.parity.passed
+    assert result.parity.max_abs_diff <= 0.01
+    classifier = Classifier.load(tmp_path / "q")  # auto
+    assert classifier.runtime_name == "openvino/int8"
+    reference = Classifier.load("opennsfw", runtime="onnxruntime").predict(photos)
+    for a, b in zip(reference, classifier.predict(photos), strict=True):
+        assert b.nsfw_score == pytest.approx(a.nsfw_score, abs=0.02)
+    with pytest.raises(Exception, match="quantised to int8"):
+        Classifier.load(tmp_path / "q", runtime="openvino", precision="fp32")
+
+
+def test_int8_that_fails_the_gate_writes_nothing(full_vit_folder, tmp_path, photos):
+    # A random ViT with a sharp head is far more sensitive than a trained one;
+    # its int8 graph strays past the gate, so the export must refuse.
+    with pytest.raises(ParityError, match="nothing was written"):
+        export_model(
+            full_vit_folder,
+            format="onnx",
+            precision="int8",
+            calibration=photos,
+            output=tmp_path / "q",
+        )
+    assert not (tmp_path / "q").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_export_argument_errors(tiny_vit_folder, tmp_path):
+    with pytest.raises(ExportError, match="calibration"):
+        export_model(tiny_vit_folder, format="onnx", precision="int8", output=tmp_path / "a")
+    with pytest.raises(ExportError, match="unknown format"):
+        export_model(tiny_vit_folder, format="tflite", output=tmp_path / "b")
+    with pytest.raises(ExportError, match="TorchScript"):
+        export_model("opennsfw", format="torchscript", output=tmp_path / "c")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ExportError, match="exists"):
+        export_model(tiny_vit_folder, format="onnx", output=tmp_path / "d")
+
+
+def test_cli_export_then_classify(tiny_vit_folder, tmp_path, photos):
+    runner = CliRunner()
+    out = tmp_path / "exported"
+    result = runner.invoke(
+        app, ["export", "-m", str(tiny_vit_folder), "-f", "openvino", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "max |delta score|" in result.stdout
+    classified = runner.invoke(
+        app,
+        [
+            "classify",
+            str(photos[0]),
+            "-m",
+            str(out),
+            "-f",
+            "jsonl",
+            "--runtime",
+            "openvino",
+            "--precision",
+            "fp32",
+        ],
+    )
+    assert classified.exit_code == 0, classified.output
+    row = json.loads(classified.stdout)
+    assert row["runtime"] == "openvino/fp32"
+    again = runner.invoke(app, ["export", "-m", str(tiny_vit_folder), "-o", str(out)])
+    assert again.exit_code == 2
+    assert "export_failed" in again.output

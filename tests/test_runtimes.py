@@ -1,0 +1,190 @@
+"""Runtimes, the parity gate and auto selection, on tiny and full-size models."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pixguard import Classifier, RuntimeUnavailableError
+from pixguard.images import preprocess
+from pixguard.models import resolve_model
+from pixguard.runtimes import (
+    AUTO_ORDER,
+    PARITY_TOLERANCE,
+    ModelArtifacts,
+    RuntimeOutput,
+    check_parity,
+    parity_images,
+)
+from pixguard.runtimes._cache import cache_root
+from pixguard.runtimes._openvino import openvino_precisions
+
+
+def test_parity_images_are_fixed_and_varied():
+    first, second = parity_images(), parity_images()
+    assert len(first) == 16
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, second, strict=True)
+    )
+    assert len({image.size for image in first}) > 8
+
+
+@pytest.mark.parametrize("folder_fixture", ["tiny_vit_folder", "full_vit_folder"])
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_fp32_runtimes_match_torch_eager(folder_fixture, kind, request, photos):
+    folder = request.getfixturevalue(folder_fixture)
+    torch_run = Classifier.load(folder, runtime="torch", precision="fp32")
+    other = Classifier.load(folder, runtime=kind, precision="fp32")
+    assert other.runtime.kind == kind
+    assert other.parity is not None
+    assert other.parity.max_abs_diff <= 1e-4
+    expected = torch_run.predict(photos)
+    got = other.predict(photos)
+    for a, b in zip(expected, got, strict=True):
+        assert b.nsfw_score == pytest.approx(a.nsfw_score, abs=1e-4)
+        np.testing.assert_allclose(b.embedding, a.embedding, atol=1e-3)
+        assert b.runtime == f"{kind}/fp32"
+
+
+@pytest.mark.parametrize("folder_fixture", ["tiny_vit_folder", "full_vit_folder"])
+def test_bf16_paths_report_their_parity(folder_fixture, request, photos):
+    folder = request.getfixturevalue(folder_fixture)
+    reference = Classifier.load(folder, runtime="torch").predict(photos)
+    for kind in ("torch", "openvino"):
+        if kind == "openvino" and "bf16" not in openvino_precisions():
+            continue
+        fast = Classifier.load(folder, runtime=kind, precision="bf16")
+        assert fast.runtime.precision == "bf16"
+        report = fast.parity
+        assert report.images == 16
+        scores = [p.nsfw_score for p in fast.predict(photos)]
+        measured = max(abs(a.nsfw_score - b) for a, b in zip(reference, scores, strict=True))
+        # The gate's verdict agrees with what the photos show.
+        if report.passed:
+            assert measured <= 5 * PARITY_TOLERANCE
+
+
+class _Skewed:
+    """A runtime that shifts every score: it must fail the gate."""
+
+    kind, precision = "test", "fp32"
+
+    def __init__(self, inner, shift):
+        self.spec, self.inner, self.shift = inner.spec, inner, shift
+
+    def run(self, batch):
+        out = self.inner.run(batch)
+        p = np.clip(out.probabilities + np.array([self.shift, -self.shift], np.float32), 0, 1)
+        return RuntimeOutput(probabilities=p, embeddings=out.embeddings)
+
+
+def test_gate_rejects_paths_that_drift(tiny_vit_folder):
+    reference = ModelArtifacts(resolve_model(tiny_vit_folder)).reference()
+    assert check_parity(reference, reference, threshold=0.5).passed
+    small = check_parity(reference, _Skewed(reference, 0.005), threshold=0.5)
+    assert small.passed
+    assert small.max_abs_diff == pytest.approx(0.005, abs=1e-3)
+    large = check_parity(reference, _Skewed(reference, 0.05), threshold=0.5)
+    assert not large.passed
+    assert large.max_abs_diff > PARITY_TOLERANCE
+
+
+def test_auto_never_picks_a_path_that_fails_the_gate(tiny_vit_folder, monkeypatch):
+    from pixguard.runtimes import _loaders
+
+    original = _loaders.check_parity
+
+    def failing_unless_fp32_eager(reference, candidate, **kwargs):
+        report = original(reference, candidate, **kwargs)
+        if candidate.kind == "onnxruntime":
+            return report
+        return type(report)(**{**report.to_dict(), "passed": False})
+
+    monkeypatch.setattr(_loaders, "check_parity", failing_unless_fp32_eager)
+    monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(Path(cache_root()) / "auto-gate"))
+    classifier = Classifier.load(tiny_vit_folder)  # runtime="auto"
+    assert classifier.runtime_name == "onnxruntime/fp32"
+    assert classifier.parity.passed
+    order = [f"{k}/{p}" for k, p in AUTO_ORDER]
+    assert order.index("onnxruntime/fp32") > order.index("openvino/bf16")
+
+
+def test_auto_result_and_verdict_are_cached(tiny_vit_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    first = Classifier.load(tiny_vit_folder)
+    verdicts = list((tmp_path / "cache" / "parity").glob("*.json"))
+    assert verdicts
+    assert all("report" in json.loads(v.read_text()) for v in verdicts)
+    assert list((tmp_path / "cache" / "onnx").glob("timm-*/model.onnx"))
+
+    from pixguard.runtimes import _loaders
+
+    def must_not_rerun(*args, **kwargs):
+        raise AssertionError("a cached verdict must be reused")
+
+    monkeypatch.setattr(_loaders, "check_parity", must_not_rerun)
+    second = Classifier.load(tiny_vit_folder)
+    assert second.runtime_name == first.runtime_name
+
+
+def test_opennsfw_runs_on_onnxruntime_and_openvino(photos):
+    reference = Classifier.load("opennsfw", runtime="onnxruntime").predict(photos)
+    openvino = Classifier.load("opennsfw", runtime="openvino", precision="fp32")
+    for a, b in zip(reference, openvino.predict(photos), strict=True):
+        assert b.nsfw_score == pytest.approx(a.nsfw_score, abs=1e-4)
+        assert b.embedding.shape == (1024,)
+
+
+def test_unavailable_combinations_are_clear_errors(tiny_vit_folder):
+    with pytest.raises(RuntimeUnavailableError, match="int8 needs a model quantised"):
+        Classifier.load(tiny_vit_folder, runtime="openvino", precision="int8")
+    with pytest.raises(RuntimeUnavailableError, match="cannot run on torch"):
+        Classifier.load("opennsfw", runtime="torch")
+    with pytest.raises(RuntimeUnavailableError, match="unknown runtime"):
+        Classifier.load(tiny_vit_folder, runtime="tensorflow")
+    with pytest.raises(RuntimeUnavailableError, match="fp32 or int8"):
+        Classifier.load(tiny_vit_folder, runtime="onnxruntime", precision="bf16")
+
+
+def test_explicit_runtime_failing_the_gate_is_used_but_warned(tiny_vit_folder, monkeypatch, caplog):
+    from pixguard.runtimes import _loaders
+
+    original = _loaders.check_parity
+
+    def always_fail(reference, candidate, **kwargs):
+        report = original(reference, candidate, **kwargs)
+        return type(report)(**{**report.to_dict(), "passed": False})
+
+    monkeypatch.setattr(_loaders, "check_parity", always_fail)
+    monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(Path(cache_root()) / "explicit-gate"))
+    with caplog.at_level(logging.WARNING):
+        classifier = Classifier.load(tiny_vit_folder, runtime="onnxruntime")
+    assert classifier.runtime_name == "onnxruntime/fp32"
+    assert not classifier.parity.passed
+    assert "fails the parity gate" in caplog.text
+
+
+def test_batch_of_one_has_no_padding(tiny_vit_folder):
+    classifier = Classifier.load(tiny_vit_folder, runtime="openvino", precision="fp32")
+    seen = []
+    original = classifier.runtime.run
+    classifier.runtime.run = lambda batch: seen.append(batch.shape[0]) or original(batch)
+    classifier.classify(np.zeros((50, 60, 3), np.uint8))
+    assert seen == [1]
+
+
+def test_runtime_outputs_have_the_documented_shapes(tiny_vit_folder):
+    artifacts = ModelArtifacts(resolve_model(tiny_vit_folder))
+    batch = np.stack(
+        [preprocess(image, artifacts.spec.preprocessing) for image in parity_images(3)]
+    )
+    for kind in ("torch", "onnxruntime", "openvino"):
+        out = artifacts.open(kind, "fp32").run(batch)
+        assert out.probabilities.shape == (3, 2)
+        assert out.embeddings.shape == (3, 192)
+        assert out.probabilities.dtype == np.float32
+        np.testing.assert_allclose(out.probabilities.sum(axis=1), 1.0, atol=1e-5)
