@@ -225,3 +225,43 @@ def test_dct_scaled_decode_stays_within_001_of_full_decode(full_vit_folder, phot
     full = exact.predict(big_jpegs)
     for a, b in zip(fast, full, strict=True):
         assert abs(a.nsfw_score - b.nsfw_score) <= 0.01
+
+
+def test_hub_config_cannot_redirect_timm_to_other_weights(
+    hf_cache, full_vit_folder, tmp_path, photos, monkeypatch
+):
+    """A config naming another weights file (hf_hub_filename) must not change
+    which weights load: pixguard loads the checked model.safetensors only."""
+    import json
+    import shutil
+
+    from tests.helpers import build_vit_folder, install_in_hf_cache
+
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(full_vit_folder, poisoned)
+    config = json.loads((poisoned / "config.json").read_text())
+    config["pretrained_cfg"]["hf_hub_filename"] = "other.safetensors"
+    (poisoned / "config.json").write_text(json.dumps(config))
+    other = build_vit_folder(tmp_path / "other", model_args={}, seed=7)
+    shutil.copy(other / "model.safetensors", poisoned / "other.safetensors")
+    install_in_hf_cache(hf_cache, "Marqo/nsfw-image-detection-384", poisoned)
+
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    loaded = Classifier.load("marqo-nsfw-384", runtime="torch").classify(photos[0]).nsfw_score
+    expected = Classifier.load(full_vit_folder, runtime="torch").classify(photos[0]).nsfw_score
+    assert loaded == pytest.approx(expected, abs=1e-6)
+
+
+def test_invalid_hub_ids_are_model_errors():
+    with pytest.raises(ModelNotFoundError):
+        Classifier.load("hf-hub:not a valid id!!")
+
+
+def test_caller_pil_animation_shared_across_a_batch(tiny):
+    frames = [Image.new("RGB", (64, 64), (i * 20, 0, 0)) for i in range(10)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    shared = Image.open(io.BytesIO(data))
+    predictions = tiny.predict([shared] * 8, batch_size=8)
+    assert all(p.ok for p in predictions)
+    assert len({round(p.nsfw_score, 6) for p in predictions}) == 1
+    assert shared.tell() == 0

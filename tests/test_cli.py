@@ -209,3 +209,45 @@ def test_progress_bar_goes_to_stderr(image_dir, tiny_vit_folder):
     assert "3/3" in result.stderr
     assert "classifying" not in result.stdout
     assert len(_jsonl(result.stdout)) == 3
+
+
+def test_no_inputs_is_a_usage_error_before_loading_a_model(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["classify", str(empty), "-m", "no-such-model"])
+    assert result.exit_code == 2
+    assert "no image files" in result.output
+    assert runner.invoke(app, ["classify", ""]).exit_code == 2
+
+
+def test_output_file_gets_normal_permissions(image_dir, tiny_vit_folder, tmp_path):
+    out = tmp_path / "out.csv"
+    old = os.umask(0o022)
+    try:
+        runner.invoke(
+            app,
+            ["classify", str(image_dir), "-m", str(tiny_vit_folder), "-f", "csv", "-o", str(out)],
+        )
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_internal_errors_exit_3_without_a_traceback(
+    image_dir, tiny_vit_folder, monkeypatch, capsys
+):
+    from pixguard.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Classifier, "iter_predict", broken)
+    monkeypatch.setattr(
+        sys, "argv", ["pixguard", "classify", str(image_dir), "-m", str(tiny_vit_folder)]
+    )
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 3
+    err = capsys.readouterr().err
+    assert "simulated bug" in err
+    assert "Traceback" not in err

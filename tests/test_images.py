@@ -157,8 +157,30 @@ def test_animations_are_sampled_within_bounds(fmt):
 def test_animation_sampling_respects_the_pixel_budget():
     limits = DecodeLimits(max_frames=8, max_animation_pixels=16 * 16 * 4)
     decoded = load_image(_animation("GIF", 30), limits=limits)
-    assert decoded.frame_count == 30
-    assert max(decoded.frame_indices) <= 3
+    assert decoded.frame_count == 4  # frames within the budget; the rest are not scanned
+    assert decoded.frame_indices == (0, 1, 2, 3)
+
+
+def test_frame_scan_is_capped():
+    decoded = load_image(_animation("GIF", 50), limits=DecodeLimits(max_frames_scanned=10))
+    assert decoded.frame_count == 10
+    assert max(decoded.frame_indices) == 9
+
+
+def test_every_frame_is_checked_against_the_pixel_limit():
+    # A tiny first page followed by a large one: the limit applies to each page.
+    small, large = Image.new("RGB", (10, 10)), Image.new("RGB", (300, 200))
+    data = encode(small, "TIFF", save_all=True, append_images=[large])
+    with pytest.raises(TooManyPixelsError):
+        load_image(data, limits=DecodeLimits(max_pixels=10_000))
+
+
+def test_a_shared_animated_pil_image_is_left_as_found():
+    image = Image.open(io.BytesIO(_animation("GIF", 12)))
+    image.seek(5)
+    decoded = load_image(image, limits=DecodeLimits(max_frames=4))
+    assert len(decoded.frames) == 4
+    assert image.tell() == 5
 
 
 def test_large_jpegs_decode_with_dct_scaling_only_when_allowed():
@@ -219,6 +241,36 @@ def test_byte_limit_applies_to_paths_bytes_and_streams(tmp_path: Path):
     assert load_image(io.BytesIO(data), limits=DecodeLimits(max_bytes=len(data))).size == (64, 64)
 
 
+class _ShortReads(io.RawIOBase):
+    """An unbuffered stream that returns at most 1000 bytes per read, like a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(min(size, 1000) if size and size > 0 else 1000)
+
+
+def test_short_reads_are_read_to_the_end():
+    data = encode(gradient_image(200, 200), "PNG")
+    assert len(data) > 5000
+    assert load_image(_ShortReads(data)).size == (200, 200)
+
+
+def test_hostile_decoder_exceptions_become_typed_errors(monkeypatch):
+    from PIL import PngImagePlugin
+
+    def explode(self):
+        raise TypeError("Missing dimensions")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", explode)
+    with pytest.raises(ImageDecodeError, match="TypeError"):
+        load_image(encode(gradient_image(8, 8), "PNG"))
+
+
 def _malformed_corpus(tmp_path: Path) -> dict[str, tuple[object, type[ImageError], str]]:
     jpeg = encode(gradient_image(64, 64), "JPEG")
     png = encode(gradient_image(64, 64), "PNG")
@@ -261,6 +313,7 @@ def _malformed_corpus(tmp_path: Path) -> dict[str, tuple[object, type[ImageError
         ),
         "empty array": (np.zeros((0, 4, 3), np.uint8), EmptyImageError, "image_empty"),
         "wrong type": (42, InvalidImageInputError, "image_invalid_input"),
+        "nul in path": ("bad\0name.jpg", InvalidImageInputError, "image_invalid_input"),
         "text stream": (io.StringIO("abc"), InvalidImageInputError, "image_invalid_input"),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,35 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
 
 
+def _command(prefix: str) -> list[str]:
+    line = re.search(rf"```bash\n({re.escape(prefix)}[^\n]*)\n```", README).group(1)
+    return line.split()[1:]
+
+
+def _pixguard(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pixguard", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the example images and the README's own export."""
+    folder = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "examples", folder / "examples")
+    result = _pixguard(_command("pixguard export"), folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 @pytest.mark.parametrize("index", range(len(_python_blocks())))
-def test_python_examples_run(index, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_python_examples_run(index, workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
     from pixguard.models import _registry
 
     before = dict(_registry._REGISTRY)
@@ -30,18 +57,23 @@ def test_python_examples_run(index, monkeypatch):
         _registry._REGISTRY.update(before)
 
 
+def test_plain_onnxruntime_example_matches_pixguard(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    block = next(b for b in _python_blocks() if "Needs only numpy" in b)
+    exec(compile(block, "README plain onnxruntime", "exec"), {})
+    printed = capsys.readouterr().out
+    score = float(re.search(r"nsfw_score ([0-9.e-]+)", printed).group(1))
+    from pixguard import Classifier
+
+    ours = Classifier.load("exported/opennsfw", runtime="onnxruntime")
+    assert score == pytest.approx(ours.classify("examples/images/rocket.jpg").nsfw_score, abs=1e-6)
+
+
 def test_main_job_example_runs_offline():
-    command = re.search(r"```bash\n(pixguard classify [^\n]*)\n```", README).group(1)
-    assert "--model opennsfw" in command
-    args = command.split()[1:]
-    result = subprocess.run(
-        [sys.executable, "-m", "pixguard", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    args = _command("pixguard classify")
+    assert "--model" in args
+    assert "opennsfw" in args
+    result = _pixguard(args, ROOT)
     assert result.returncode == 0, result.stderr
     assert "rocket.jpg" in result.stdout
     assert "sfw" in result.stdout

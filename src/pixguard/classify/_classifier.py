@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._exceptions import (
+    ImageDecodeError,
     ImageError,
     InferenceError,
     InvalidThresholdError,
     PixguardError,
 )
-from ..images import DecodedImage, DecodeLimits, ImageInput, describe_source, load_image, preprocess
+from ..images import DecodeLimits, ImageInput, describe_source, load_image, preprocess
 from ..models import resolve_model
 from ..runtimes import ParityReport, Runtime, load_runtime
 from ._prediction import Prediction
@@ -34,9 +35,13 @@ def _check_threshold(threshold: float) -> float:
 
 @dataclass
 class _Prepared:
+    """A decoded input, reduced to model inputs and frame metadata (the decoded
+    frames themselves are dropped as soon as they are preprocessed)."""
+
     source: str
-    decoded: DecodedImage | None = None
     inputs: list[np.ndarray] | None = None
+    frame_indices: tuple[int, ...] = ()
+    frame_count: int = 0
     error: PixguardError | None = None
 
 
@@ -164,7 +169,16 @@ class Classifier:
             inputs = [preprocess(frame, pp) for frame in decoded.frames]
         except ImageError as exc:
             return _Prepared(name, error=exc)
-        return _Prepared(name, decoded=decoded, inputs=inputs)
+        except Exception as exc:
+            return _Prepared(
+                name, error=ImageDecodeError(f"preprocessing failed: {exc}", source=name)
+            )
+        return _Prepared(
+            name,
+            inputs=inputs,
+            frame_indices=decoded.frame_indices,
+            frame_count=decoded.frame_count,
+        )
 
     def _decode_async(self, items: list[ImageInput]) -> list[Future[_Prepared]]:
         if self._pool is None:
@@ -177,7 +191,7 @@ class Classifier:
         results: list[Prediction] = []
         row = 0
         for item in prepared:
-            if item.error is not None or item.decoded is None or item.inputs is None:
+            if item.error is not None or item.inputs is None:
                 results.append(self._failed(item.source, item.error))
                 continue
             count = len(item.inputs)
@@ -186,8 +200,7 @@ class Classifier:
             else:
                 results.append(
                     self._decide(
-                        item.source,
-                        item.decoded,
+                        item,
                         probabilities[row : row + count],
                         embeddings[row : row + count],
                     )
@@ -227,8 +240,7 @@ class Classifier:
 
     def _decide(
         self,
-        source: str,
-        decoded: DecodedImage,
+        item: _Prepared,
         probabilities: np.ndarray,
         embeddings: np.ndarray,
     ) -> Prediction:
@@ -236,7 +248,7 @@ class Classifier:
         best = int(np.argmax(nsfw_scores))
         score = float(nsfw_scores[best])
         return Prediction(
-            source=source,
+            source=item.source,
             model=self.name,
             threshold=self.threshold,
             runtime=self.runtime_name,
@@ -247,7 +259,7 @@ class Classifier:
                 for label, p in zip(self.spec.label_names, probabilities[best], strict=True)
             },
             embedding=embeddings[best].copy(),
-            frame=decoded.frame_indices[best],
-            frames_classified=len(decoded.frames),
-            frame_count=decoded.frame_count,
+            frame=item.frame_indices[best],
+            frames_classified=len(item.frame_indices),
+            frame_count=item.frame_count,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = ["app", "main"]
 EXIT_OK = 0
 EXIT_SOME_INPUTS_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 
 app = typer.Typer(
     name="pixguard",
@@ -120,9 +122,7 @@ def _progress(enabled: bool) -> Progress:
 
 @app.command()
 def classify(
-    paths: Annotated[
-        list[Path], typer.Argument(help="Image files or folders.", show_default=False)
-    ],
+    paths: Annotated[list[str], typer.Argument(help="Image files or folders.", show_default=False)],
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
     ] = False,
@@ -174,11 +174,15 @@ def classify(
     """Classify images as NSFW/SFW.
 
     Exit status: 0 when every input was read, 1 when some could not be (they are
-    still reported, each with its error), 2 on usage or model errors.
+    still reported, each with its error), 2 on usage or model errors, 3 on an
+    internal error (a bug).
     """
-    inputs = expand_paths(paths, recursive=recursive)
+    if any(not path.strip() for path in paths):
+        raise typer.BadParameter("an empty path was given", param_hint="PATHS")
+    inputs = expand_paths([Path(path) for path in paths], recursive=recursive)
     if not inputs:
-        stderr.print("[yellow]warning[/] no image files found in the given paths")
+        stderr.print("[bold red]error[/] no image files found in the given paths")
+        raise typer.Exit(EXIT_USAGE)
     try:
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
         classifier = Classifier.load(
@@ -275,4 +279,14 @@ def _record(prediction: Prediction, writer: ResultWriter, vectors: EmbeddingWrit
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:
+        stderr.print(
+            f"[bold red]internal error[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
+            "This is a bug in pixguard; rerun with PIXGUARD_DEBUG=1 for the traceback.",
+            highlight=False,
+        )
+        if os.environ.get("PIXGUARD_DEBUG"):
+            raise
+        raise SystemExit(EXIT_INTERNAL) from None

@@ -48,10 +48,18 @@ def atomic_text_file(path: Path) -> Iterator[IO[str]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        # Temporary files are private (0600); results get the usual permissions.
+        os.chmod(handle.name, 0o666 & ~_current_umask())
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _csv_header(label_names: Sequence[str]) -> list[str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeAlias
@@ -117,7 +119,7 @@ def load_image(
     name = describe_source(source)
     try:
         if isinstance(source, Image.Image):
-            return _from_pil(source, name, limits, min_size=None)
+            return _from_caller_pil(source, name, limits)
         if isinstance(source, np.ndarray):
             return _from_array(source, name, limits)
         data = _read_bytes(source, name, limits)
@@ -130,6 +132,24 @@ def load_image(
         raise TooManyPixelsError("not enough memory to decode the image", source=name) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         raise _decode_error(exc, name) from exc
+    except Exception as exc:
+        raise ImageDecodeError(
+            f"the decoder failed ({type(exc).__name__}: {exc})", source=name
+        ) from exc
+
+
+# Caller-owned PIL images are shared objects: seeking one from several threads at
+# once crashes Pillow, so they are decoded one at a time and left as found.
+_CALLER_IMAGE_LOCK = threading.Lock()
+
+
+def _from_caller_pil(image: Image.Image, name: str, limits: DecodeLimits) -> DecodedImage:
+    with _CALLER_IMAGE_LOCK:
+        position = image.tell()
+        try:
+            return _from_pil(image, name, limits, min_size=None)
+        finally:
+            image.seek(position)
 
 
 def _decode_error(exc: BaseException, name: str) -> ImageError:
@@ -149,16 +169,9 @@ def _read_bytes(source: object, name: str, limits: DecodeLimits) -> bytes:
         return data
     read = getattr(source, "read", None)
     if callable(read):
-        try:
-            data = read(limits.max_bytes + 1)
-        except OSError as exc:
-            raise ImageUnreadableError(f"cannot read the stream ({exc})", source=name) from exc
-        if not isinstance(data, bytes | bytearray):
-            raise InvalidImageInputError(
-                "the file object must be opened in binary mode", source=name
-            )
+        data = _read_stream(read, name, limits)
         _check_byte_count(len(data), name, limits)
-        return bytes(data)
+        return data
     raise InvalidImageInputError(
         f"unsupported input type {type(source).__name__}; expected a path, bytes, a binary "
         "file object, a PIL image or a numpy array",
@@ -166,7 +179,31 @@ def _read_bytes(source: object, name: str, limits: DecodeLimits) -> bytes:
     )
 
 
+def _read_stream(read: Callable[[int], object], name: str, limits: DecodeLimits) -> bytes:
+    """Read to EOF or one byte past the limit; unbuffered streams return short reads."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limits.max_bytes:
+        try:
+            chunk = read(limits.max_bytes + 1 - total)
+        except OSError as exc:
+            raise ImageUnreadableError(f"cannot read the stream ({exc})", source=name) from exc
+        if chunk is None:  # a non-blocking stream with nothing ready yet
+            raise ImageUnreadableError("the stream is non-blocking and had no data", source=name)
+        if not isinstance(chunk, bytes | bytearray):
+            raise InvalidImageInputError(
+                "the file object must be opened in binary mode", source=name
+            )
+        if not chunk:
+            break
+        chunks.append(bytes(chunk))
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
+    if "\0" in str(path):
+        raise InvalidImageInputError("the path contains a NUL byte", source=name)
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
@@ -178,7 +215,7 @@ def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
     _check_byte_count(stat.st_size, name, limits)
     try:
         with path.open("rb") as handle:
-            data = handle.read(limits.max_bytes + 1)
+            data = _read_stream(handle.read, name, limits)
     except OSError as exc:
         raise ImageUnreadableError(f"cannot read the file ({exc.strerror})", source=name) from exc
     _check_byte_count(len(data), name, limits)
@@ -254,11 +291,10 @@ def _from_pil(
 ) -> DecodedImage:
     size = image.size
     _check_pixels(size, name, limits)
-    frame_count = max(1, int(getattr(image, "n_frames", 1)))
 
     # Pixels are loaded before EXIF is read: for some formats (PNG) reading EXIF
     # loads the image, and a decode error there must not be mistaken for bad EXIF.
-    if frame_count == 1:
+    if not getattr(image, "is_animated", False):
         if (
             min_size is not None
             and limits.dct_scaling
@@ -272,19 +308,25 @@ def _from_pil(
             image.draft(None, (side, side))
         image.load()
         orientation = _orientation(image)
-        frames = [_finish_frame(image, orientation, limits)]
-        indices = [0]
-    else:
-        indices = _sample_frame_indices(frame_count, size, limits)
-        frames = []
-        orientation = None
-        for position, index in enumerate(indices):
-            image.seek(index)
-            image.load()
-            if position == 0:
-                orientation = _orientation(image)
-            frames.append(_finish_frame(image, orientation, limits))
+        return DecodedImage(
+            frames=(_finish_frame(image, orientation, limits),),
+            frame_indices=(0,),
+            frame_count=1,
+            format=image.format,
+            size=size,
+        )
 
+    frame_count = _count_frames(image, name, limits)
+    frames = []
+    orientation = None
+    indices = _sample_frame_indices(frame_count, limits)
+    for position, index in enumerate(indices):
+        image.seek(index)
+        _check_pixels(image.size, name, limits)
+        image.load()
+        if position == 0:
+            orientation = _orientation(image)
+        frames.append(_finish_frame(image, orientation, limits))
     return DecodedImage(
         frames=tuple(frames),
         frame_indices=tuple(indices),
@@ -292,6 +334,28 @@ def _from_pil(
         format=image.format,
         size=size,
     )
+
+
+def _count_frames(image: Image.Image, name: str, limits: DecodeLimits) -> int:
+    """Frames reachable within the limits, found by seeking forward one at a time.
+
+    Pillow's ``n_frames`` scans the whole file (quadratically for TIFF); counting
+    stops at ``max_frames_scanned`` frames or ``max_animation_pixels`` pixels, and
+    every frame's own size is checked against ``max_pixels``.
+    """
+    count, pixels = 1, image.size[0] * image.size[1]
+    while count < limits.max_frames_scanned:
+        try:
+            image.seek(count)
+        except EOFError:
+            break
+        _check_pixels(image.size, name, limits)
+        pixels += image.size[0] * image.size[1]
+        if pixels > limits.max_animation_pixels:
+            break
+        count += 1
+    image.seek(0)
+    return count
 
 
 def _finish_frame(
@@ -305,20 +369,19 @@ def _finish_frame(
     return frame
 
 
-def _sample_frame_indices(
-    frame_count: int, size: tuple[int, int], limits: DecodeLimits
-) -> list[int]:
-    """Evenly spaced frames within the decode budget, always including the first."""
-    pixels_per_frame = size[0] * size[1]
-    reachable = max(1, min(frame_count, limits.max_animation_pixels // pixels_per_frame))
-    count = min(limits.max_frames, reachable)
+def _sample_frame_indices(frame_count: int, limits: DecodeLimits) -> list[int]:
+    """Evenly spaced frames, always including the first and the last reachable one."""
+    count = min(limits.max_frames, frame_count)
     if count == 1:
         return [0]
-    positions = np.linspace(0, reachable - 1, num=count)
+    positions = np.linspace(0, frame_count - 1, num=count)
     return sorted({round(p) for p in positions})
 
 
 def _from_array(array: np.ndarray, name: str, limits: DecodeLimits) -> DecodedImage:
+    if array.ndim in (2, 3) and array.size:
+        # Checked before any copy: a broadcast view can be huge once materialised.
+        _check_pixels((array.shape[1], array.shape[0]), name, limits)
     image = _array_to_pil(array, name)
     return _from_pil(image, name, limits, min_size=None)
 
@@ -333,6 +396,8 @@ def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
         )
     if array.size == 0:
         raise EmptyImageError(f"array shape {array.shape} has no pixels", source=name)
+    if array.dtype.byteorder not in ("=", "|"):
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype == np.uint16:

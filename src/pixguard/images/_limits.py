@@ -18,6 +18,8 @@ class DecodeLimits:
         max_pixels: largest width x height accepted; checked from the header before
             any pixel is decoded, so decompression bombs cost nothing.
         max_frames: how many frames of an animation are classified, sampled evenly.
+        max_frames_scanned: frames of an animation (or pages of a TIFF) looked at;
+            later ones are not sampled.
         max_animation_pixels: pixels the decoder may touch while seeking through an
             animation; frames past this budget are not sampled.
         background: RGB colour that transparent pixels are composited on.
@@ -30,13 +32,20 @@ class DecodeLimits:
     max_bytes: int = 64 * MIB
     max_pixels: int = 100_000_000
     max_frames: int = 8
+    max_frames_scanned: int = 1000
     max_animation_pixels: int = 400_000_000
     background: tuple[int, int, int] = (255, 255, 255)
     dct_scaling: bool = True
     dct_scaling_min_pixels: int = 4_000_000
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_frames", "max_animation_pixels"):
+        for name in (
+            "max_bytes",
+            "max_pixels",
+            "max_frames",
+            "max_frames_scanned",
+            "max_animation_pixels",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"DecodeLimits.{name} must be at least 1")
         if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):

@@ -27,8 +27,9 @@ _INTERPOLATIONS = {
     "hamming": Image.Resampling.HAMMING,
 }
 _CROP_MODES = ("center", "squash")
-# timm's default when a config gives no crop_pct (timm.data.transforms_factory).
+# timm's defaults when a config omits them (timm.data.config.resolve_data_config).
 _TIMM_DEFAULT_CROP_PCT = 0.875
+_TIMM_DEFAULT_INTERPOLATION = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ class Preprocessing:
     jpeg_roundtrip: bool = False
 
     def __post_init__(self) -> None:
-        if len(self.input_size) != 3 or self.input_size[0] != 3:
-            raise ValueError(f"input_size must be (3, H, W), got {self.input_size}")
+        if len(self.input_size) != 3 or self.input_size[0] != 3 or min(self.input_size) < 1:
+            raise ValueError(f"input_size must be (3, H, W) with H, W >= 1, got {self.input_size}")
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
         if self.crop_mode not in _CROP_MODES:
@@ -79,13 +80,14 @@ class Preprocessing:
         crop_mode = cfg.get("crop_mode") or "center"
         if crop_mode not in _CROP_MODES:
             raise ValueError(f"crop_mode {crop_mode!r} is not supported (use center or squash)")
-        input_size = tuple(int(v) for v in cfg.get("test_input_size") or cfg["input_size"])
+        # timm's resolve_data_config uses input_size and crop_pct; the test_* keys
+        # apply only when a caller asks for them (use_test_size), as the reference
+        # pipeline does not.
+        input_size = tuple(int(v) for v in cfg["input_size"])
         return cls(
             input_size=input_size,  # type: ignore[arg-type]
-            interpolation=str(cfg.get("interpolation") or "bilinear"),
-            crop_pct=float(
-                cfg.get("test_crop_pct") or cfg.get("crop_pct") or _TIMM_DEFAULT_CROP_PCT
-            ),
+            interpolation=str(cfg.get("interpolation") or _TIMM_DEFAULT_INTERPOLATION),
+            crop_pct=float(cfg.get("crop_pct") or _TIMM_DEFAULT_CROP_PCT),
             crop_mode=crop_mode,
             mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
             std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
@@ -148,8 +150,10 @@ def _resized_size(image_size: tuple[int, int], pp: Preprocessing) -> tuple[int, 
         if width <= height:
             return target_w, int(target_w * height / width)
         return int(target_h * width / height), target_h
-    ratio = max(target_w / width, target_h / height)
-    return round(width * ratio), round(height * ratio)
+    # timm's ResizeKeepRatio (longest=0): the side that needs the least scaling
+    # reaches its target.
+    ratio = min(height / target_h, width / target_w)
+    return round(width / ratio), round(height / ratio)
 
 
 def _center_crop(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._exceptions import ModelConfigError, ModelLoadError, RuntimeUnavailableError
+from .._exceptions import (
+    ModelConfigError,
+    ModelLoadError,
+    PixguardError,
+    RuntimeUnavailableError,
+)
 from ..models import ModelSpec, locate_folder, read_config, spec_from_config
 from ._base import Runtime
 from ._cache import cache_root, cached_artifact, file_digest, read_json, write_json_atomic
@@ -276,6 +281,19 @@ def load_runtime(
     explicit runtime is used as asked, with its parity reported (and a warning when
     it fails the gate).
     """
+    try:
+        return _load_runtime(spec, runtime, precision, threshold)
+    except PixguardError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"loading failed ({type(exc).__name__}: {exc})", source=spec.name
+        ) from exc
+
+
+def _load_runtime(
+    spec: ModelSpec, runtime: str, precision: str | None, threshold: float | None
+) -> LoadedRuntime:
     if spec.loader in _CUSTOM_LOADERS:
         return LoadedRuntime(_CUSTOM_LOADERS[spec.loader](spec), None)
     artifacts = ModelArtifacts(spec)

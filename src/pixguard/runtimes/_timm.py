@@ -64,8 +64,13 @@ class TimmRuntime:
 
     @classmethod
     def load(cls, spec: ModelSpec, *, precision: str = "fp32") -> TimmRuntime:
-        """Create the model named by ``spec`` with its pretrained safetensors weights,
-        through timm's own Hub (``hf-hub:``) or local (``local-dir:``) loading."""
+        """Create the model named by ``spec`` with its pretrained safetensors weights.
+
+        Hub models are fetched into the huggingface_hub cache first; timm then loads
+        the exact snapshot folder that was checked (``local-dir:``), where it always
+        prefers ``model.safetensors``. Loading by ``hf-hub:`` instead would let a
+        config's ``hf_hub_filename`` point timm at another, possibly pickled, file.
+        """
         folder = locate_folder(spec)
         find_safe_weights(folder)
         resolved = spec_from_config(
@@ -75,15 +80,13 @@ class TimmRuntime:
             location=spec.location,
             defaults=spec,
         )
-        timm_name = f"hf-hub:{spec.location}" if spec.source == "hf-hub" else f"local-dir:{folder}"
+        timm_name = f"local-dir:{folder}"
         try:
             model = timm.create_model(timm_name, pretrained=True)
-        except RuntimeError as exc:
+        except Exception as exc:
             raise ModelLoadError(
-                f"timm could not build the model: {exc}", source=spec.name
+                f"timm could not build the model ({type(exc).__name__}: {exc})", source=spec.name
             ) from exc
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"could not load the weights: {exc}", source=spec.name) from exc
         if model.num_classes != len(resolved.label_names):
             raise ModelConfigError(
                 f"the model has {model.num_classes} outputs but config.json names "
