@@ -40,6 +40,15 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True)
 
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Registered model name, model folder, or hf-hub:owner/repo[@revision].",
+    ),
+]
+
 
 def _fail(error: PixguardError) -> typer.Exit:
     stderr.print(f"[bold red]error[/] {escape(f'[{error.code}] {error}')}", highlight=False)
@@ -126,12 +135,7 @@ def classify(
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
     ] = False,
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", "-m", help="Registered model name, model folder, or hf-hub:owner/repo."
-        ),
-    ] = DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_MODEL,
     threshold: Annotated[
         float | None, typer.Option(help="NSFW threshold in [0, 1]; default: the model's own.")
     ] = None,
@@ -223,12 +227,7 @@ def classify(
 
 @app.command()
 def export(
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", "-m", help="Registered model name, model folder, or hf-hub:owner/repo."
-        ),
-    ] = DEFAULT_MODEL,
+    model: ModelOption = DEFAULT_MODEL,
     export_format: Annotated[
         str, typer.Option("--format", "-f", help="onnx, torchscript or openvino.")
     ] = "onnx",
