@@ -33,6 +33,9 @@ EXPECTED_CODES = {
     "RuntimeUnavailableError": "runtime_unavailable",
     "ParityError": "parity_failed",
     "ExportError": "export_failed",
+    "IndexStoreError": "index_error",
+    "IndexModelMismatchError": "index_model_mismatch",
+    "IndexEntryNotFoundError": "index_entry_not_found",
     "PolicyError": "policy_error",
     "InvalidThresholdError": "threshold_invalid",
 }

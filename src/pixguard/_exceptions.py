@@ -26,6 +26,9 @@ without parsing messages.
     ├── RuntimeUnavailableError         runtime_unavailable
     ├── ParityError                     parity_failed
     ├── ExportError                     export_failed
+    ├── IndexStoreError                 index_error
+    │   ├── IndexModelMismatchError     index_model_mismatch
+    │   └── IndexEntryNotFoundError     index_entry_not_found
     └── PolicyError
         └── InvalidThresholdError       threshold_invalid
 """
@@ -42,6 +45,9 @@ __all__ = [
     "ImageNotFoundError",
     "ImageTooLargeError",
     "ImageUnreadableError",
+    "IndexEntryNotFoundError",
+    "IndexModelMismatchError",
+    "IndexStoreError",
     "InferenceError",
     "InvalidImageInputError",
     "InvalidThresholdError",
@@ -181,6 +187,22 @@ class ParityError(PixguardError):
 
 class ExportError(PixguardError):
     code = "export_failed"
+
+
+class IndexStoreError(PixguardError):
+    """An embedding index cannot be opened, read or written."""
+
+    code = "index_error"
+
+
+class IndexModelMismatchError(IndexStoreError):
+    """Embeddings of another model or size were offered to an index."""
+
+    code = "index_model_mismatch"
+
+
+class IndexEntryNotFoundError(IndexStoreError):
+    code = "index_entry_not_found"
 
 
 class PolicyError(PixguardError):

@@ -1,0 +1,7 @@
+"""Embedding index: similarity search, near-duplicates, clustering, known-bad banks."""
+
+from ._index import DEFAULT_BANK_THRESHOLD, AddReport, Cluster, Hit, Index
+from ._store import Entry
+from ._vectors import INDEX_KINDS
+
+__all__ = ["DEFAULT_BANK_THRESHOLD", "INDEX_KINDS", "AddReport", "Cluster", "Entry", "Hit", "Index"]

@@ -1,0 +1,556 @@
+"""Index: a persistent embedding index for similarity search, near-duplicates,
+clustering and known-bad banks."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import (
+    ImageError,
+    IndexEntryNotFoundError,
+    IndexModelMismatchError,
+    IndexStoreError,
+    PixguardError,
+)
+from ..classify import Classifier, Prediction
+from ..images import ImageInput, describe_source
+from ._store import Entry, MetadataStore, NewEntry
+from ._vectors import INDEX_KINDS, VectorIndex, auto_kind, normalise
+
+__all__ = ["DEFAULT_BANK_THRESHOLD", "AddReport", "Cluster", "Hit", "Index"]
+
+DB_NAME = "index.db"
+#: Cosine similarity above which a bank entry flags an image as a re-upload.
+DEFAULT_BANK_THRESHOLD = 0.92
+#: Vectors added before the FAISS structure is saved again (the database is
+#: always current; the saved structure only shortens the catch-up at open).
+SAVE_EVERY = 20_000
+_OVERFETCH = 2
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: Entry
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"similarity": self.similarity, **self.entry.to_dict()}
+
+
+@dataclass
+class AddReport:
+    added: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    failed: list[tuple[str, PixguardError]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": len(self.added),
+            "duplicates": self.duplicates,
+            "failed": [{"source": s, **e.to_dict()} for s, e in self.failed],
+        }
+
+
+@dataclass(frozen=True)
+class Cluster:
+    id: int
+    size: int
+    representatives: list[Entry]
+    contact_sheet: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cluster": self.id,
+            "size": self.size,
+            "representatives": [entry.to_dict() for entry in self.representatives],
+            "contact_sheet": str(self.contact_sheet) if self.contact_sheet else None,
+        }
+
+
+def _sha256_of(source: ImageInput) -> str | None:
+    """Hash of the encoded bytes, or None when the input has none (PIL, arrays)."""
+    if isinstance(source, str | os.PathLike):
+        digest = hashlib.sha256()
+        try:
+            with open(source, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return None
+        return digest.hexdigest()
+    if isinstance(source, bytes | bytearray | memoryview):
+        return hashlib.sha256(source).hexdigest()
+    return None
+
+
+class Index:
+    """Embeddings in FAISS, metadata in SQLite (WAL), in one folder.
+
+    Open with :meth:`open`; close (or use ``with``) to save the FAISS structure.
+    An index records the model and embedding size it was built with; adding or
+    searching with another is an :class:`IndexModelMismatchError`.
+    """
+
+    def __init__(self, folder: Path, store: MetadataStore, kind: str) -> None:
+        self.folder = folder
+        self._store = store
+        self._requested_kind = kind
+        self._vectors: VectorIndex | None = None
+        self._watermark = 0
+        self._unsaved = 0
+        self._stale_ids = False
+
+    @classmethod
+    def open(
+        cls, folder: str | os.PathLike[str], *, create: bool = True, kind: str = "auto"
+    ) -> Index:
+        """Open (or create) the index in ``folder``; ``kind`` is auto, flat, hnsw or ivfpq."""
+        folder = Path(folder)
+        if kind != "auto" and kind not in INDEX_KINDS:
+            raise IndexStoreError(
+                f"unknown index kind {kind!r} (use auto or {', '.join(INDEX_KINDS)})"
+            )
+        if not (folder / DB_NAME).exists():
+            if not create:
+                raise IndexStoreError(
+                    "no index here (create one with `pixguard index add`)", source=str(folder)
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+        store = MetadataStore(folder / DB_NAME)
+        if kind != "auto":
+            store.set_meta("kind", kind)
+        return cls(folder, store, store.get_meta("kind") or "auto")
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._vectors is not None and self._unsaved:
+            self._save()
+        self._store.close()
+
+    # -- what the index was built with --------------------------------------------------
+
+    @property
+    def model(self) -> str | None:
+        return self._store.get_meta("model")
+
+    @property
+    def dim(self) -> int | None:
+        value = self._store.get_meta("dim")
+        return None if value is None else int(value)
+
+    @property
+    def bank_threshold(self) -> float:
+        value = self._store.get_meta("bank_threshold")
+        return DEFAULT_BANK_THRESHOLD if value is None else float(value)
+
+    @bank_threshold.setter
+    def bank_threshold(self, value: float) -> None:
+        if not 0.0 < value <= 1.0:
+            raise IndexStoreError("the bank threshold is a cosine similarity in (0, 1]")
+        self._store.set_meta("bank_threshold", repr(float(value)))
+
+    def _bind(self, model: str, dim: int) -> None:
+        if self.model is None:
+            self._store.set_meta("model", model)
+            self._store.set_meta("dim", str(dim))
+            return
+        if model != self.model or dim != self.dim:
+            raise IndexModelMismatchError(
+                f"this index holds {self.dim}-d embeddings of {self.model!r}; "
+                f"got {dim}-d embeddings of {model!r}. Use the same --model, or another index.",
+                source=str(self.folder),
+            )
+
+    # -- the FAISS structure, derived from the database ------------------------------
+
+    def _ready(self) -> VectorIndex | None:
+        if self._vectors is not None:
+            return self._vectors
+        if self.dim is None:
+            return None
+        count = self._store.count()
+        kind = self._requested_kind if self._requested_kind != "auto" else auto_kind(count)
+        loaded = (
+            VectorIndex.load_latest(self.folder, kind)
+            if self._store.get_meta("built_kind") == kind
+            else None
+        )
+        if loaded is not None:
+            self._vectors, self._watermark = loaded
+        else:
+            training = self._training_sample() if kind == "ivfpq" else None
+            self._vectors, self._watermark = VectorIndex.create(self.dim, kind, training), 0
+            self._store.set_meta("built_kind", kind)
+        # Catch up with rows committed after the structure was last saved.
+        for ids, vectors in self._store.iter_vectors(self.dim, after_id=self._watermark):
+            self._vectors.add(ids, vectors)
+            self._watermark = int(ids[-1])
+            self._unsaved += len(ids)
+        if self._unsaved:
+            self._save()
+        self._stale_ids = self._vectors.count != count
+        return self._vectors
+
+    def _training_sample(self) -> np.ndarray:
+        parts = [vectors for _, vectors in self._store.iter_vectors(self.dim or 0)]
+        if not parts:
+            raise IndexStoreError("an IVF-PQ index needs vectors to train on; add some first")
+        return normalise(np.concatenate(parts))
+
+    def _save(self) -> None:
+        assert self._vectors is not None
+        self._vectors.save(self.folder, self._watermark)
+        self._unsaved = 0
+
+    def rebuild(self, kind: str | None = None) -> None:
+        """Rebuild the FAISS structure from the database (after removals, or to switch kind)."""
+        if kind is not None:
+            self._requested_kind = kind
+            self._store.set_meta("kind", kind)
+        for path in self.folder.glob("vectors-*.faiss"):
+            path.unlink()
+        self._store.set_meta("built_kind", "")
+        self._vectors = None
+        self._ready()
+
+    # -- adding ----------------------------------------------------------------------
+
+    def _commit(self, entries: list[NewEntry], model: str) -> list[int]:
+        # Catch the structure up first, so the rows committed below are added once.
+        vectors = self._ready()
+        ids = self._store.add(entries, model)
+        if ids:
+            assert vectors is not None
+            by_sha = {entry.sha256: entry for entry in entries}
+            added = self._store.entries(ids)
+            vectors.add(
+                np.asarray(ids, dtype=np.int64),
+                np.stack([by_sha[added[i].sha256].vector for i in ids]),
+            )
+            self._watermark = max(self._watermark, max(ids))
+            self._unsaved += len(ids)
+            if self._unsaved >= SAVE_EVERY:
+                self._save()
+        return ids
+
+    def add_images(
+        self,
+        sources: Sequence[ImageInput],
+        classifier: Classifier,
+        *,
+        tags: Sequence[str] = (),
+        batch_size: int = 16,
+        on_result: Callable[[Prediction], None] | None = None,
+    ) -> AddReport:
+        """Embed and add images; bytes already in the index are not embedded again."""
+        self._bind(classifier.name, classifier.embedding_dim or 0)
+        report = AddReport()
+        hashes = [_sha256_of(source) for source in sources]
+        known = self._store.existing_hashes(h for h in hashes if h)
+        todo = []
+        for source, digest in zip(sources, hashes, strict=True):
+            if digest in known:
+                report.duplicates += 1
+                self._store.add_alias(digest, describe_source(source))
+            else:
+                todo.append((source, digest))
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            predictions = classifier.predict([s for s, _ in chunk], batch_size=batch_size)
+            entries = []
+            for (_, digest), prediction in zip(chunk, predictions, strict=True):
+                if on_result is not None:
+                    on_result(prediction)
+                if not prediction.ok or prediction.embedding is None:
+                    report.failed.append((prediction.source, prediction.error))  # type: ignore[arg-type]
+                    continue
+                digest = digest or hashlib.sha256(prediction.embedding.tobytes()).hexdigest()
+                entries.append(
+                    NewEntry(
+                        digest,
+                        prediction.source,
+                        prediction.label,
+                        prediction.nsfw_score,
+                        normalise(prediction.embedding[None])[0],
+                        tuple(tags),
+                    )
+                )
+            ids = self._commit(entries, classifier.name)
+            report.added.extend(ids)
+            report.duplicates += len(entries) - len(ids)
+        return report
+
+    def add_embeddings(
+        self, vectors: np.ndarray, records: Sequence[dict[str, Any]], *, tags: Sequence[str] = ()
+    ) -> AddReport:
+        """Add precomputed embeddings, e.g. ``classify --embeddings E.npy -f jsonl``.
+
+        ``records`` are the JSONL objects in the same order (``path``, ``model``,
+        ``label``, ``nsfw_score``, ``error``); rows of failed inputs are skipped.
+        """
+        if len(vectors) != len(records):
+            raise IndexStoreError(f"{len(vectors)} embeddings but {len(records)} records")
+        report = AddReport()
+        entries = []
+        for vector, record in zip(vectors, records, strict=True):
+            source = str(record.get("path"))
+            if record.get("error") or not np.isfinite(vector).all():
+                continue
+            self._bind(str(record.get("model")), int(vector.shape[0]))
+            digest = _sha256_of(source)
+            if digest is None:
+                report.failed.append(
+                    (
+                        source,
+                        IndexEntryNotFoundError(
+                            "the image file cannot be read to hash it", source=source
+                        ),
+                    )
+                )
+                continue
+            entries.append(
+                NewEntry(
+                    digest,
+                    source,
+                    record.get("label"),
+                    record.get("nsfw_score"),
+                    normalise(np.asarray(vector)[None])[0],
+                    tuple(tags),
+                )
+            )
+        ids = self._commit(entries, self.model or "")
+        report.added.extend(ids)
+        report.duplicates = len(entries) - len(ids)
+        return report
+
+    # -- searching -------------------------------------------------------------------
+
+    def _query_vector(
+        self, query: int | np.ndarray | ImageInput, classifier: Classifier | None
+    ) -> np.ndarray:
+        if isinstance(query, int | np.integer):
+            vector = self._store.vector(int(query), self.dim or 0)
+            if vector is None:
+                raise IndexEntryNotFoundError(f"no entry with id {query}", source=str(self.folder))
+            return vector
+        if isinstance(query, np.ndarray) and query.ndim == 1:
+            if self.dim is not None and query.shape[0] != self.dim:
+                raise IndexModelMismatchError(
+                    f"query vector has {query.shape[0]} dimensions; the index holds {self.dim}"
+                )
+            return query.astype(np.float32)
+        if classifier is None:
+            raise IndexStoreError("searching by image needs a classifier to embed it")
+        self._bind(classifier.name, classifier.embedding_dim or 0)
+        prediction = classifier.classify(query)
+        assert prediction.embedding is not None
+        return prediction.embedding
+
+    def search(
+        self,
+        query: int | np.ndarray | ImageInput,
+        *,
+        k: int = 10,
+        min_similarity: float | None = None,
+        classifier: Classifier | None = None,
+    ) -> list[Hit]:
+        """Nearest entries to an entry id, a vector, or an image (embedded by ``classifier``)."""
+        return self.search_vectors(
+            self._query_vector(query, classifier)[None], k=k, min_similarity=min_similarity
+        )[0]
+
+    def search_vectors(
+        self, vectors: np.ndarray, *, k: int = 10, min_similarity: float | None = None
+    ) -> list[list[Hit]]:
+        index = self._ready()
+        if index is None:
+            return [[] for _ in range(len(vectors))]
+        fetch = k * _OVERFETCH + 8 if self._stale_ids else k
+        similarities, ids = index.search(np.asarray(vectors, dtype=np.float32), fetch)
+        entries = self._store.entries({int(i) for i in ids.ravel() if i >= 0})
+        results = []
+        for row_sims, row_ids in zip(similarities, ids, strict=True):
+            hits, seen = [], set()
+            for similarity, entry_id in zip(row_sims, row_ids, strict=True):
+                entry = entries.get(int(entry_id))
+                if entry is None or entry.id in seen:
+                    continue  # removed since the structure was built, or a duplicate
+                if min_similarity is not None and similarity < min_similarity:
+                    break
+                seen.add(entry.id)
+                hits.append(Hit(entry, float(similarity)))
+                if len(hits) == k:
+                    break
+            results.append(hits)
+        return results
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = [int(i) for i in ids]
+        removed = self._store.remove(ids)
+        index = self._ready()
+        if index is not None and not index.remove(ids):
+            self._stale_ids = True
+        self._unsaved += removed
+        return removed
+
+    def stats(self) -> dict[str, Any]:
+        index = self._ready()
+        return {
+            "folder": str(self.folder),
+            "model": self.model,
+            "dim": self.dim,
+            "entries": self._store.count(),
+            "labels": self._store.label_counts(),
+            "kind": index.kind if index else None,
+            "vectors_in_structure": index.count if index else 0,
+            "bank_threshold": self.bank_threshold,
+        }
+
+    def dedupe(self, threshold: float = 0.95, *, neighbours: int = 16) -> list[dict[str, Any]]:
+        """Groups of near-duplicates (cosine >= ``threshold``), plus exact duplicates
+        (the same bytes added under several names)."""
+        if self.dim is None:
+            return []
+        parent: dict[int, int] = {}
+
+        def find(x: int) -> int:
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for ids, vectors in self._store.iter_vectors(self.dim):
+            for entry_id, hits in zip(
+                ids,
+                self.search_vectors(vectors, k=neighbours, min_similarity=threshold),
+                strict=True,
+            ):
+                for hit in hits:
+                    if hit.entry.id != entry_id:
+                        parent[find(int(entry_id))] = find(hit.entry.id)
+        groups: dict[int, list[int]] = {}
+        for member in parent:
+            groups.setdefault(find(member), []).append(member)
+        result = []
+        for members in groups.values():
+            if len(members) > 1:
+                entries = self._store.entries(members)
+                result.append(
+                    {"kind": "near", "entries": [entries[i].to_dict() for i in sorted(entries)]}
+                )
+        for sha, sources in self._store.aliases().items():
+            entry = self._store.by_sha([sha]).get(sha)
+            if entry is not None:
+                result.append(
+                    {
+                        "kind": "exact",
+                        "sha256": sha,
+                        "entries": [entry.to_dict()],
+                        "also_added_as": sources,
+                    }
+                )
+        return result
+
+    def cluster(
+        self,
+        k: int,
+        *,
+        flagged_only: bool = False,
+        sheets: Path | None = None,
+        representatives: int = 9,
+        seed: int = 0,
+    ) -> list[Cluster]:
+        """k-means (FAISS, spherical) over all entries, or only those labelled nsfw."""
+        import faiss
+
+        if self.dim is None:
+            raise IndexStoreError("the index is empty")
+        label = "nsfw" if flagged_only else None
+        parts = list(self._store.iter_vectors(self.dim, label=label))
+        if not parts:
+            raise IndexStoreError(
+                "no entries to cluster" + (" (none flagged nsfw)" if flagged_only else "")
+            )
+        ids = np.concatenate([p[0] for p in parts])
+        vectors = normalise(np.concatenate([p[1] for p in parts]))
+        k = max(1, min(k, len(ids)))
+        kmeans = faiss.Kmeans(
+            self.dim,
+            k,
+            niter=25,
+            spherical=True,
+            seed=seed,
+            verbose=False,
+            min_points_per_centroid=1,
+        )
+        kmeans.train(vectors)
+        _, assignment = kmeans.index.search(vectors, 1)
+        clusters = []
+        for cluster_id in range(k):
+            members = np.flatnonzero(assignment[:, 0] == cluster_id)
+            if not len(members):
+                continue
+            closeness = vectors[members] @ kmeans.centroids[cluster_id]
+            chosen = ids[members[np.argsort(-closeness)[:representatives]]]
+            entries = self._store.entries(int(i) for i in chosen)
+            ordered = [entries[int(i)] for i in chosen if int(i) in entries]
+            sheet = (
+                _contact_sheet(ordered, sheets / f"cluster-{cluster_id:03d}.png")
+                if sheets
+                else None
+            )
+            clusters.append(Cluster(cluster_id, len(members), ordered, sheet))
+        return sorted(clusters, key=lambda c: -c.size)
+
+
+_THUMB = 160
+
+
+def _contact_sheet(entries: list[Entry], path: Path) -> Path | None:
+    """A grid of thumbnails of the entries whose source files can still be read."""
+    from PIL import Image, ImageDraw
+
+    from ..images import DecodeLimits, load_image
+
+    thumbs = []
+    for entry in entries:
+        if not entry.source:
+            continue
+        try:
+            frame = load_image(
+                entry.source, limits=DecodeLimits(), min_size=(_THUMB, _THUMB)
+            ).frames[0]
+        except ImageError:
+            continue
+        frame.thumbnail((_THUMB, _THUMB))
+        thumbs.append((entry, frame))
+    if not thumbs:
+        return None
+    columns = math.ceil(math.sqrt(len(thumbs)))
+    rows = math.ceil(len(thumbs) / columns)
+    sheet = Image.new("RGB", (columns * (_THUMB + 8), rows * (_THUMB + 24)), (32, 32, 32))
+    draw = ImageDraw.Draw(sheet)
+    for position, (entry, thumb) in enumerate(thumbs):
+        x, y = (position % columns) * (_THUMB + 8) + 4, (position // columns) * (_THUMB + 24) + 4
+        sheet.paste(thumb, (x + (_THUMB - thumb.width) // 2, y + (_THUMB - thumb.height) // 2))
+        draw.text((x, y + _THUMB + 4), f"#{entry.id} {entry.label or ''}", fill=(230, 230, 230))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    sheet.save(temporary, format="PNG")
+    os.replace(temporary, path)
+    return path

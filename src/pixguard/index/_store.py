@@ -1,0 +1,261 @@
+"""Entry metadata and vectors in SQLite (WAL): the index's durable source of truth.
+
+An add is acknowledged when its transaction commits. FAISS structures are derived
+from these rows and can always be rebuilt, so a crash at any moment loses nothing
+that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import IndexStoreError
+
+__all__ = ["Entry", "MetadataStore", "NewEntry"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha256 TEXT NOT NULL UNIQUE,
+    source TEXT,
+    label TEXT,
+    score REAL,
+    model TEXT NOT NULL,
+    created REAL NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_label ON entries(label);
+CREATE TABLE IF NOT EXISTS aliases (
+    sha256 TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (sha256, source)
+);
+"""
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    sha256: str
+    source: str | None
+    label: str | None
+    score: float | None
+    vector: np.ndarray
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    sha256: str
+    source: str | None
+    label: str | None
+    score: float | None
+    model: str
+    created: float
+    tags: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sha256": self.sha256,
+            "source": self.source,
+            "label": self.label,
+            "score": self.score,
+            "model": self.model,
+            "created": self.created,
+            "tags": list(self.tags),
+        }
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(
+        id=row["id"],
+        sha256=row["sha256"],
+        source=row["source"],
+        label=row["label"],
+        score=row["score"],
+        model=row["model"],
+        created=row["created"],
+        tags=tuple(json.loads(row["tags"])),
+    )
+
+
+class MetadataStore:
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss too, not only a killed process.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise IndexStoreError(
+                f"cannot open the index database: {exc}", source=str(path)
+            ) from exc
+        self.path = path
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def existing_hashes(self, hashes: Iterable[str]) -> set[str]:
+        hashes = list(hashes)
+        found: set[str] = set()
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT sha256 FROM entries WHERE sha256 IN ({marks})", chunk)
+            found.update(row["sha256"] for row in rows)
+        return found
+
+    def add(self, entries: list[NewEntry], model: str) -> list[int]:
+        """Insert in one transaction; returns the new ids. Known hashes are skipped
+        (their source is kept as an alias)."""
+        ids: list[int] = []
+        now = time.time()
+        with self._transaction():
+            for entry in entries:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO entries (sha256, source, label, score, model, created, tags, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        entry.sha256,
+                        entry.source,
+                        entry.label,
+                        entry.score,
+                        model,
+                        now,
+                        json.dumps(list(entry.tags)),
+                        np.ascontiguousarray(entry.vector, dtype=np.float32).tobytes(),
+                    ),
+                )
+                if cursor.rowcount:
+                    ids.append(int(cursor.lastrowid))
+                elif entry.source:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO aliases (sha256, source) VALUES (?, ?)",
+                        (entry.sha256, entry.source),
+                    )
+        return ids
+
+    def add_alias(self, sha256: str, source: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO aliases (sha256, source) VALUES (?, ?)", (sha256, source)
+        )
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        with self._transaction():
+            removed = 0
+            for entry_id in ids:
+                row = self._db.execute(
+                    "SELECT sha256 FROM entries WHERE id = ?", (entry_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                self._db.execute("DELETE FROM aliases WHERE sha256 = ?", (row["sha256"],))
+                removed += self._db.execute(
+                    "DELETE FROM entries WHERE id = ?", (entry_id,)
+                ).rowcount
+        return removed
+
+    def entries(self, ids: Iterable[int]) -> dict[int, Entry]:
+        ids = list(ids)
+        found: dict[int, Entry] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(f"SELECT * FROM entries WHERE id IN ({marks})", chunk):
+                found[row["id"]] = _entry(row)
+        return found
+
+    def vector(self, entry_id: int, dim: int) -> np.ndarray | None:
+        row = self._db.execute("SELECT vector FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        return (
+            None
+            if row is None
+            else np.frombuffer(row["vector"], dtype=np.float32, count=dim).copy()
+        )
+
+    def iter_vectors(
+        self, dim: int, *, after_id: int = 0, label: str | None = None, batch: int = 10_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) in id order, in batches, so memory stays bounded."""
+        last = after_id
+        while True:
+            query = "SELECT id, vector FROM entries WHERE id > ?"
+            params: list[Any] = [last]
+            if label is not None:
+                query += " AND label = ?"
+                params.append(label)
+            rows = self._db.execute(query + " ORDER BY id LIMIT ?", (*params, batch)).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((row["id"] for row in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(row["vector"] for row in rows), dtype=np.float32)
+            yield ids, vectors.reshape(len(rows), dim)
+            last = int(ids[-1])
+
+    def aliases(self) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for row in self._db.execute("SELECT sha256, source FROM aliases ORDER BY sha256, source"):
+            groups.setdefault(row["sha256"], []).append(row["source"])
+        return groups
+
+    def by_sha(self, hashes: Iterable[str]) -> dict[str, Entry]:
+        hashes = list(hashes)
+        found: dict[str, Entry] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(f"SELECT * FROM entries WHERE sha256 IN ({marks})", chunk):
+                found[row["sha256"]] = _entry(row)
+        return found
+
+    def count(self, label: str | None = None) -> int:
+        if label is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM entries WHERE label = ?", (label,)).fetchone()[0]
+        )
+
+    def max_id(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()[0])
+
+    def label_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT COALESCE(label, '') AS label, COUNT(*) AS n FROM entries GROUP BY label"
+        )
+        return {row["label"]: row["n"] for row in rows}
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> None:
+            self.db.execute("BEGIN IMMEDIATE")
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _transaction(self) -> MetadataStore._Tx:
+        return MetadataStore._Tx(self._db)
