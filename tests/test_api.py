@@ -75,6 +75,7 @@ def test_error_to_dict_names_the_source():
         "pixguard.runtimes",
         "pixguard.classify",
         "pixguard.export",
+        "pixguard.index",
         "pixguard.cli",
     ],
 )
@@ -92,6 +93,7 @@ def test_public_names_do_not_leak_private_modules():
         "cli",
         "export",
         "images",
+        "index",
         "models",
         "runtimes",
     }

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .. import __version__
@@ -20,16 +19,23 @@ from .._exceptions import PixguardError
 from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction
 from ..export import export_model
 from ..images import DecodeLimits
+from ..index import Index
 from ..models import DEFAULT_MODEL, list_models, model_status
+from ._common import (
+    EXIT_INTERNAL,
+    EXIT_SOME_INPUTS_FAILED,
+    EXIT_USAGE,
+    ModelOption,
+    fail,
+    progress_bar,
+    stderr,
+)
+from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter, atomic_text_file
 
 __all__ = ["app", "main"]
 
-EXIT_OK = 0
-EXIT_SOME_INPUTS_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERNAL = 3
 
 app = typer.Typer(
     name="pixguard",
@@ -38,27 +44,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-stderr = Console(stderr=True)
-
-ModelOption = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Registered model name, model folder, or hf-hub:owner/repo[@revision].",
-    ),
-]
-
-
-def _fail(error: PixguardError) -> typer.Exit:
-    stderr.print(f"[bold red]error[/] {escape(f'[{error.code}] {error}')}", highlight=False)
-    return typer.Exit(EXIT_USAGE)
 
 
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"pixguard {__version__}")
         raise typer.Exit()
+
+
+app.add_typer(index_app, name="index")
 
 
 @app.callback()
@@ -117,18 +111,6 @@ def models(
     Console().print(table)
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("classifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=not enabled,
-        transient=False,
-    )
-
-
 @app.command()
 def classify(
     paths: Annotated[list[str], typer.Argument(help="Image files or folders.", show_default=False)],
@@ -168,6 +150,14 @@ def classify(
     precision: Annotated[
         str | None, typer.Option(help="fp32, bf16 or int8 (default: fp32, or auto's choice).")
     ] = None,
+    bank: Annotated[
+        Path | None,
+        typer.Option(help="A known-bad index: report each image's nearest entry and flag matches."),
+    ] = None,
+    bank_threshold: Annotated[
+        float | None,
+        typer.Option(help="Similarity that counts as a bank match (default: the bank's own)."),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -193,26 +183,48 @@ def classify(
             model, threshold=threshold, limits=limits, runtime=runtime, precision=precision
         )
     except PixguardError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
+
+    known_bad = None
+    if bank is not None:
+        try:
+            known_bad = Index.open(bank, create=False)
+        except PixguardError as exc:
+            raise fail(exc) from None
 
     show_progress = stderr.is_terminal if progress is None else progress
     failures = 0
     with ExitStack() as stack:
         stack.enter_context(classifier)
+        if known_bad is not None:
+            stack.enter_context(known_bad)
         stream = stack.enter_context(atomic_text_file(output)) if output else sys.stdout
         table_console = Console(file=stream, width=160) if output else Console()
-        writer = ResultWriter(stream, output_format, classifier.spec.label_names, table_console)
+        writer = ResultWriter(
+            stream,
+            output_format,
+            classifier.spec.label_names,
+            table_console,
+            with_bank=known_bad is not None,
+        )
         vectors = (
             EmbeddingWriter(embeddings, len(inputs), classifier.embedding_dim or 0)
             if embeddings
             else None
         )
-        bar = stack.enter_context(_progress(show_progress and len(inputs) > 1))
+        bar = stack.enter_context(progress_bar(show_progress and len(inputs) > 1))
         task = bar.add_task("classify", total=len(inputs))
         try:
             for prediction in classifier.iter_predict(inputs, batch_size=batch_size):
-                failures += _record(prediction, writer, vectors)
+                extra = None
+                if known_bad is not None:
+                    extra = known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
+                failures += _record(prediction, writer, vectors, extra)
                 bar.advance(task)
+        except PixguardError as exc:  # the bank was built with another model
+            if vectors is not None:
+                vectors.abort()
+            raise fail(exc) from None
         except BaseException:
             if vectors is not None:
                 vectors.abort()
@@ -262,7 +274,7 @@ def export(
                 overwrite=overwrite,
             )
     except PixguardError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     parity = result.parity
     typer.echo(
         f"wrote {result.folder} ({result.format}, {result.precision}); "
@@ -270,8 +282,13 @@ def export(
     )
 
 
-def _record(prediction: Prediction, writer: ResultWriter, vectors: EmbeddingWriter | None) -> int:
-    writer.write(prediction)
+def _record(
+    prediction: Prediction,
+    writer: ResultWriter,
+    vectors: EmbeddingWriter | None,
+    extra: dict[str, object] | None,
+) -> int:
+    writer.write(prediction, extra)
     if vectors is not None:
         vectors.write(prediction)
     return 0 if prediction.ok else 1

@@ -102,52 +102,81 @@ class ResultWriter:
     """Streams jsonl and csv as results arrive; json and table are written at the end."""
 
     def __init__(
-        self, stream: IO[str], fmt: OutputFormat, label_names: Sequence[str], console: Console
+        self,
+        stream: IO[str],
+        fmt: OutputFormat,
+        label_names: Sequence[str],
+        console: Console,
+        *,
+        with_bank: bool = False,
     ) -> None:
         self._stream = stream
         self._format = fmt
         self._label_names = list(label_names)
         self._console = console
-        self._held: list[Prediction] = []
+        self._with_bank = with_bank
+        self._held: list[tuple[Prediction, dict[str, Any]]] = []
         self._csv = csv.writer(stream) if fmt is OutputFormat.csv else None
         if self._csv is not None:
-            self._csv.writerow(_csv_header(self._label_names))
+            bank_columns = ["bank_match", "bank_similarity", "bank_id"] if with_bank else []
+            self._csv.writerow(_csv_header(self._label_names) + bank_columns)
 
-    def write(self, prediction: Prediction) -> None:
+    def write(self, prediction: Prediction, extra: dict[str, Any] | None = None) -> None:
+        """``extra`` fields (a bank match) are added to the prediction's own."""
+        extra = extra or {}
         if self._format is OutputFormat.jsonl:
-            self._stream.write(json.dumps(prediction.to_dict()) + "\n")
+            self._stream.write(json.dumps({**prediction.to_dict(), **extra}) + "\n")
         elif self._csv is not None:
-            self._csv.writerow(_csv_row(prediction, self._label_names))
+            row = _csv_row(prediction, self._label_names)
+            if self._with_bank:
+                nearest = extra.get("bank_nearest") or {}
+                row += [
+                    extra.get("bank_match", ""),
+                    nearest.get("similarity", ""),
+                    nearest.get("id", ""),
+                ]
+            self._csv.writerow(row)
         else:
-            self._held.append(prediction)
+            self._held.append((prediction, extra))
 
     def close(self) -> None:
         if self._format is OutputFormat.json:
-            json.dump([p.to_dict() for p in self._held], self._stream, indent=2)
+            json.dump([{**p.to_dict(), **extra} for p, extra in self._held], self._stream, indent=2)
             self._stream.write("\n")
         elif self._format is OutputFormat.table:
-            self._console.print(_table(self._held))
+            self._console.print(_table(self._held, with_bank=self._with_bank))
         self._stream.flush()
 
 
-def _table(predictions: Sequence[Prediction]) -> Table:
+def _bank_cell(extra: dict[str, Any]) -> str:
+    nearest = extra.get("bank_nearest")
+    if not nearest:
+        return "-"
+    text = f"#{nearest['id']} {nearest['similarity']:.3f}"
+    return f"[bold red]MATCH {text}[/]" if extra.get("bank_match") else text
+
+
+def _table(rows: Sequence[tuple[Prediction, dict[str, Any]]], *, with_bank: bool) -> Table:
     table = Table(show_lines=False)
     table.add_column("path", overflow="fold")
     table.add_column("label")
     table.add_column("nsfw_score", justify="right")
     table.add_column("frame", justify="right")
+    if with_bank:
+        table.add_column("bank")
     table.add_column("error", overflow="fold")
-    for p in predictions:
+    for p, extra in rows:
         label = {"nsfw": "[bold red]nsfw[/]", "sfw": "[green]sfw[/]"}.get(p.label or "", "-")
         table.add_row(
             escape(p.source),
             label,
             "-" if p.nsfw_score is None else f"{p.nsfw_score:.4f}",
             "" if p.frame_count <= 1 else f"{p.frame}/{p.frame_count}",
+            *([_bank_cell(extra)] if with_bank else []),
             f"[yellow]{p.error.code}[/]: {escape(p.error.message)}" if p.error else "",
         )
-    if predictions:
-        first = predictions[0]
+    if rows:
+        first = rows[0][0]
         table.caption = f"model {first.model}, threshold {first.threshold}"
     return table
 

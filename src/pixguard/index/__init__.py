@@ -1,7 +1,16 @@
 """Embedding index: similarity search, near-duplicates, clustering, known-bad banks."""
 
-from ._index import DEFAULT_BANK_THRESHOLD, AddReport, Cluster, Hit, Index
+from ._index import DEFAULT_BANK_THRESHOLD, AddReport, BankMatch, Cluster, Hit, Index
 from ._store import Entry
 from ._vectors import INDEX_KINDS
 
-__all__ = ["DEFAULT_BANK_THRESHOLD", "INDEX_KINDS", "AddReport", "Cluster", "Entry", "Hit", "Index"]
+__all__ = [
+    "DEFAULT_BANK_THRESHOLD",
+    "INDEX_KINDS",
+    "AddReport",
+    "BankMatch",
+    "Cluster",
+    "Entry",
+    "Hit",
+    "Index",
+]

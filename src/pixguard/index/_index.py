@@ -25,7 +25,7 @@ from ..images import ImageInput, describe_source
 from ._store import Entry, MetadataStore, NewEntry
 from ._vectors import INDEX_KINDS, VectorIndex, auto_kind, normalise
 
-__all__ = ["DEFAULT_BANK_THRESHOLD", "AddReport", "Cluster", "Hit", "Index"]
+__all__ = ["DEFAULT_BANK_THRESHOLD", "AddReport", "BankMatch", "Cluster", "Hit", "Index"]
 
 DB_NAME = "index.db"
 #: Cosine similarity above which a bank entry flags an image as a re-upload.
@@ -43,6 +43,31 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return {"similarity": self.similarity, **self.entry.to_dict()}
+
+
+@dataclass(frozen=True)
+class BankMatch:
+    """The nearest known-bad entry to one image, and whether it counts as a match."""
+
+    nearest: Hit | None
+    threshold: float
+
+    @property
+    def matched(self) -> bool:
+        return self.nearest is not None and self.nearest.similarity >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        nearest = self.nearest
+        return {
+            "bank_match": self.matched,
+            "bank_nearest": None
+            if nearest is None
+            else {
+                "id": nearest.entry.id,
+                "similarity": nearest.similarity,
+                "source": nearest.entry.source,
+            },
+        }
 
 
 @dataclass
@@ -395,6 +420,25 @@ class Index:
                 if len(hits) == k:
                     break
             results.append(hits)
+        return results
+
+    def match(
+        self, predictions: Sequence[Prediction], *, threshold: float | None = None
+    ) -> list[BankMatch]:
+        """Use this index as a known-bad bank: the nearest entry to each prediction's
+        embedding, flagged when at least ``threshold`` (default: the bank's own)
+        similar, whatever the classifier's score."""
+        threshold = self.bank_threshold if threshold is None else threshold
+        usable = [i for i, p in enumerate(predictions) if p.ok and p.embedding is not None]
+        results = [BankMatch(None, threshold) for _ in predictions]
+        if not usable:
+            return results
+        first = predictions[usable[0]]
+        assert first.embedding is not None
+        self._bind(first.model, int(first.embedding.shape[0]))
+        vectors = np.stack([predictions[i].embedding for i in usable])  # type: ignore[misc]
+        for position, hits in zip(usable, self.search_vectors(vectors, k=1), strict=True):
+            results[position] = BankMatch(hits[0] if hits else None, threshold)
         return results
 
     # -- maintenance -----------------------------------------------------------------

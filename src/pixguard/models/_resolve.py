@@ -34,8 +34,11 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None) -> ModelSpec:
         return spec_from_config(read_config(folder), name=text, source="hf-hub", location=repo_id)
     path = Path(text).expanduser()
     if path.exists() or os.sep in text or text.startswith("."):
+        # Named by the absolute path, so the same folder is the same model however
+        # it was typed (indexes compare model names).
+        location = str(path.resolve())
         return spec_from_config(
-            read_config(path), name=text, source="local-dir", location=str(path.resolve())
+            read_config(path), name=location, source="local-dir", location=location
         )
     known = ", ".join(spec.name for spec in list_models())
     raise ModelNotFoundError(
