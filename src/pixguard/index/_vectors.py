@@ -25,6 +25,7 @@ HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 64
 IVFPQ_BITS = 8
 IVFPQ_NPROBE = 16
+_IVF_TRAIN_MIN = 10_000
 _IVF_TRAIN_MAX = 100_000
 _FILE = re.compile(r"^vectors-(\d+)\.faiss$")
 
@@ -53,16 +54,19 @@ class VectorIndex:
             inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             inner.hnsw.efSearch = HNSW_EF_SEARCH
         elif kind == "ivfpq":
-            if training is None or len(training) < 1000:
-                raise ValueError("IVF-PQ needs at least 1,000 vectors to train")
-            nlist = max(16, int(4 * np.sqrt(len(training))))
+            if training is None or len(training) < _IVF_TRAIN_MIN:
+                raise ValueError(f"IVF-PQ needs at least {_IVF_TRAIN_MIN:,} vectors to train")
+            training = normalise(training[:_IVF_TRAIN_MAX])
+            # ~4 sqrt(n) lists, each with enough points for k-means to place it.
+            nlist = max(1, min(int(4 * np.sqrt(len(training))), len(training) // 39))
+            # One byte per two dimensions: 8x smaller than float32.
+            subquantizers = next(m for m in range(dim // 2, 0, -1) if dim % m == 0)
             quantizer = faiss.IndexFlatIP(dim)
-            subquantizers = next(m for m in (48, 32, 24, 16, 12, 8, 4, 2, 1) if dim % m == 0)
             inner = faiss.IndexIVFPQ(
                 quantizer, dim, nlist, subquantizers, IVFPQ_BITS, faiss.METRIC_INNER_PRODUCT
             )
-            inner.train(training[:_IVF_TRAIN_MAX])
-            inner.nprobe = IVFPQ_NPROBE
+            inner.train(training)
+            inner.nprobe = max(IVFPQ_NPROBE, nlist // 8)
         else:
             raise ValueError(f"unknown index kind {kind!r} (use {', '.join(INDEX_KINDS)})")
         return cls(faiss.IndexIDMap2(inner), kind)
