@@ -34,6 +34,8 @@ EXPECTED_CODES = {
     "ParityError": "parity_failed",
     "ExportError": "export_failed",
     "IndexStoreError": "index_error",
+    "DatasetError": "dataset_invalid",
+    "TrainingError": "training_failed",
     "IndexModelMismatchError": "index_model_mismatch",
     "IndexEntryNotFoundError": "index_entry_not_found",
     "PolicyError": "policy_error",

@@ -330,3 +330,66 @@ def test_cli_adds_classify_embeddings_output(tmp_path, photos, opennsfw):
     with Index.open(tmp_path / "idx", create=False) as store:
         hits = store.search(photos[1], k=1, classifier=opennsfw)
         assert hits[0].entry.source == str(photos[1])
+
+
+def test_two_writers_lose_nothing(tmp_path, photos, opennsfw):
+    """Another process's adds, committed between ours, end up searchable too."""
+    folder = tmp_path / "idx"
+    first, second = Index.open(folder), Index.open(folder)
+    first.add_images(photos[:3], opennsfw)
+    first.search(1, k=1)
+    second.add_images(photos[3:4], opennsfw)
+    second.close()
+    first.add_images(photos[4:5], opennsfw)
+    first.close()
+    with Index.open(folder, create=False) as store:
+        assert store.stats()["vectors_in_structure"] == 5
+        for entry_id in range(1, 6):
+            assert store.search(entry_id, k=1)[0].entry.id == entry_id
+
+
+def test_saved_structures_never_pair_with_another_database(tmp_path, photos, opennsfw):
+    folder = tmp_path / "idx"
+    with Index.open(folder) as store:
+        store.add_images(photos[:5], opennsfw)
+    for database in folder.glob("index.db*"):
+        database.unlink()  # a new database beside an old vectors file
+    with Index.open(folder) as store:
+        store.add_images(photos[5:], opennsfw)
+    with Index.open(folder, create=False) as store:
+        assert store.stats()["vectors_in_structure"] == len(photos) - 5
+        assert [h.entry.id for h in store.search(1, k=1)] == [1]
+
+
+def test_failed_rebuild_leaves_the_index_usable(index):
+    from pixguard import IndexStoreError
+
+    with pytest.raises(IndexStoreError, match="10,000"):
+        index.rebuild("ivfpq")
+    with pytest.raises(IndexStoreError, match="unknown index kind"):
+        index.rebuild("bogus")
+    assert index.stats()["kind"] == "flat"
+    assert index.search(1, k=1)[0].entry.id == 1
+
+
+def test_hnsw_search_after_many_removals_still_fills_k(index, edited, opennsfw):
+    for copies in edited.values():
+        index.add_images(copies, opennsfw)
+    index.rebuild("hnsw")
+    near_first = [h.entry.id for h in index.search(1, k=20)]
+    index.remove(near_first[:15])
+    hits = index.search(index.search(near_first[15], k=1)[0].entry.id, k=5)
+    assert len(hits) == 5
+    assert not set(near_first[:15]) & {h.entry.id for h in hits}
+
+
+def test_empty_bank_matches_nothing_and_stays_unbound(tmp_path, opennsfw, photos):
+    with Index.open(tmp_path / "bank") as bank:
+        matches = bank.match(opennsfw.predict(photos[:2]))
+        assert [m.matched for m in matches] == [False, False]
+        assert bank.model is None
+
+
+def test_re_adding_a_path_is_not_an_exact_duplicate_of_itself(index, photos, opennsfw):
+    index.add_images([photos[0]], opennsfw)
+    assert not [g for g in index.dedupe() if g["kind"] == "exact"]

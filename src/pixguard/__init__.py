@@ -8,6 +8,7 @@
 from importlib import metadata as _metadata
 
 from ._exceptions import (
+    DatasetError,
     EmptyImageError,
     ExportError,
     ImageDecodeError,
@@ -32,6 +33,7 @@ from ._exceptions import (
     PolicyError,
     RuntimeUnavailableError,
     TooManyPixelsError,
+    TrainingError,
     TruncatedImageError,
     UnsafeWeightsError,
     UnsupportedFormatError,
@@ -48,6 +50,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 __all__ = [
     "DEFAULT_MODEL",
     "Classifier",
+    "DatasetError",
     "DecodeLimits",
     "EmptyImageError",
     "ExportError",
@@ -76,6 +79,7 @@ __all__ = [
     "Preprocessing",
     "RuntimeUnavailableError",
     "TooManyPixelsError",
+    "TrainingError",
     "TruncatedImageError",
     "UnsafeWeightsError",
     "UnsupportedFormatError",

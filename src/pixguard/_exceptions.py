@@ -26,6 +26,8 @@ without parsing messages.
     ├── RuntimeUnavailableError         runtime_unavailable
     ├── ParityError                     parity_failed
     ├── ExportError                     export_failed
+    ├── DatasetError                    dataset_invalid
+    ├── TrainingError                   training_failed
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
@@ -38,6 +40,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "DatasetError",
     "EmptyImageError",
     "ExportError",
     "ImageDecodeError",
@@ -62,6 +65,7 @@ __all__ = [
     "PolicyError",
     "RuntimeUnavailableError",
     "TooManyPixelsError",
+    "TrainingError",
     "TruncatedImageError",
     "UnsafeWeightsError",
     "UnsupportedFormatError",
@@ -187,6 +191,16 @@ class ParityError(PixguardError):
 
 class ExportError(PixguardError):
     code = "export_failed"
+
+
+class DatasetError(PixguardError):
+    """A labelled dataset (folder or manifest) cannot be used."""
+
+    code = "dataset_invalid"
+
+
+class TrainingError(PixguardError):
+    code = "training_failed"
 
 
 class IndexStoreError(PixguardError):

@@ -168,17 +168,25 @@ def remove(
     ids: Annotated[list[int], typer.Argument(help="Entry ids.")],
     index: IndexOption = Path("index"),
 ) -> None:
-    """Remove entries by id."""
+    """Remove entries by id (exit 1 when some ids were not there)."""
     with _open(index) as store:
-        removed = store.remove(ids)
-    typer.echo(json.dumps({"removed": removed}))
+        try:
+            removed = store.remove(ids)
+        except PixguardError as exc:
+            raise fail(exc) from None
+    typer.echo(json.dumps({"removed": removed, "not_found": len(set(ids)) - removed}))
+    if removed < len(set(ids)):
+        raise typer.Exit(EXIT_SOME_INPUTS_FAILED)
 
 
 @index_app.command("stats")
 def stats(index: IndexOption = Path("index"), output_format: FormatOption = "table") -> None:
     """What the index holds and how it was built."""
     with _open(index) as store:
-        data = store.stats()
+        try:
+            data = store.stats()
+        except PixguardError as exc:
+            raise fail(exc) from None
 
     def render(row: dict[str, Any]) -> Table:
         table = Table(show_header=False)
@@ -199,7 +207,10 @@ def dedupe(
 ) -> None:
     """Groups of near-duplicates, and exact duplicates (same bytes under several names)."""
     with _open(index) as store:
-        groups = store.dedupe(threshold)
+        try:
+            groups = store.dedupe(threshold)
+        except PixguardError as exc:
+            raise fail(exc) from None
 
     def render(rows: list[dict[str, Any]]) -> Table:
         table = Table()
@@ -259,6 +270,6 @@ def rebuild(
     with _open(index) as store:
         try:
             store.rebuild(kind)
-        except (PixguardError, ValueError) as exc:
-            raise fail(exc if isinstance(exc, PixguardError) else PixguardError(str(exc))) from None
+        except PixguardError as exc:
+            raise fail(exc) from None
         typer.echo(json.dumps(store.stats()))

@@ -33,6 +33,7 @@ from ._common import (
 from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter, atomic_text_file
+from ._train import register as register_training
 
 __all__ = ["app", "main"]
 
@@ -53,6 +54,7 @@ def _version(value: bool) -> None:
 
 
 app.add_typer(index_app, name="index")
+register_training(app)
 
 
 @app.callback()

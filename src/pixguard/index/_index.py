@@ -33,7 +33,6 @@ DEFAULT_BANK_THRESHOLD = 0.92
 #: Vectors added before the FAISS structure is saved again (the database is
 #: always current; the saved structure only shortens the catch-up at open).
 SAVE_EVERY = 20_000
-_OVERFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -206,28 +205,46 @@ class Index:
             return self._vectors
         if self.dim is None:
             return None
-        count = self._store.count()
-        kind = self._requested_kind if self._requested_kind != "auto" else auto_kind(count)
-        loaded = (
-            VectorIndex.load_latest(self.folder, kind)
-            if self._store.get_meta("built_kind") == kind
-            else None
+        kind = self._desired_kind()
+        loaded = VectorIndex.load_latest(
+            self.folder, self._store.uuid, self._store.last_id_issued()
         )
-        if loaded is not None:
+        if loaded is not None and loaded[0].kind == kind:
             self._vectors, self._watermark = loaded
         else:
-            training = self._training_sample() if kind == "ivfpq" else None
-            self._vectors, self._watermark = VectorIndex.create(self.dim, kind, training), 0
-            self._store.set_meta("built_kind", kind)
-        # Catch up with rows committed after the structure was last saved.
+            self._vectors, self._watermark = self._fresh(kind), 0
+        self._catch_up()
+        self._stale_ids = self._vectors.count != self._store.count()
+        return self._vectors
+
+    def _desired_kind(self) -> str:
+        return (
+            self._requested_kind
+            if self._requested_kind != "auto"
+            else auto_kind(self._store.count())
+        )
+
+    def _fresh(self, kind: str) -> VectorIndex:
+        assert self.dim is not None
+        training = self._training_sample() if kind == "ivfpq" else None
+        try:
+            return VectorIndex.create(self.dim, kind, training)
+        except ValueError as exc:
+            raise IndexStoreError(str(exc), source=str(self.folder)) from exc
+
+    def _catch_up(self) -> None:
+        """Add every committed row above the watermark, ours or another process's.
+
+        Writers are serialised by SQLite and ids grow in commit order, so rows above
+        the watermark are exactly those the structure does not hold yet.
+        """
+        assert self._vectors is not None and self.dim is not None
         for ids, vectors in self._store.iter_vectors(self.dim, after_id=self._watermark):
             self._vectors.add(ids, vectors)
             self._watermark = int(ids[-1])
             self._unsaved += len(ids)
-        if self._unsaved:
+        if self._unsaved >= SAVE_EVERY:
             self._save()
-        self._stale_ids = self._vectors.count != count
-        return self._vectors
 
     def _training_sample(self) -> np.ndarray:
         parts = [vectors for _, vectors in self._store.iter_vectors(self.dim or 0)]
@@ -237,38 +254,36 @@ class Index:
 
     def _save(self) -> None:
         assert self._vectors is not None
-        self._vectors.save(self.folder, self._watermark)
+        self._vectors.save(self.folder, self._store.uuid, self._watermark)
         self._unsaved = 0
 
     def rebuild(self, kind: str | None = None) -> None:
         """Rebuild the FAISS structure from the database (after removals, or to switch kind)."""
+        if kind is not None and kind != "auto" and kind not in INDEX_KINDS:
+            raise IndexStoreError(
+                f"unknown index kind {kind!r} (use auto or {', '.join(INDEX_KINDS)})"
+            )
+        if self.dim is None:
+            raise IndexStoreError("the index is empty", source=str(self.folder))
+        requested = kind or self._requested_kind
+        target = requested if requested != "auto" else auto_kind(self._store.count())
+        fresh = self._fresh(target)  # fails before anything is changed
+        self._vectors, self._watermark, self._unsaved = fresh, 0, 0
+        self._catch_up()
+        self._save()
         if kind is not None:
             self._requested_kind = kind
             self._store.set_meta("kind", kind)
-        for path in self.folder.glob("vectors-*.faiss"):
-            path.unlink()
-        self._store.set_meta("built_kind", "")
-        self._vectors = None
-        self._ready()
+        self._stale_ids = False
 
     # -- adding ----------------------------------------------------------------------
 
     def _commit(self, entries: list[NewEntry], model: str) -> list[int]:
-        # Catch the structure up first, so the rows committed below are added once.
-        vectors = self._ready()
+        """Commit ``entries`` (the acknowledgement), then bring the structure up to date
+        from the database, which also picks up rows other processes committed."""
         ids = self._store.add(entries, model)
-        if ids:
-            assert vectors is not None
-            by_sha = {entry.sha256: entry for entry in entries}
-            added = self._store.entries(ids)
-            vectors.add(
-                np.asarray(ids, dtype=np.int64),
-                np.stack([by_sha[added[i].sha256].vector for i in ids]),
-            )
-            self._watermark = max(self._watermark, max(ids))
-            self._unsaved += len(ids)
-            if self._unsaved >= SAVE_EVERY:
-                self._save()
+        if ids and self._ready() is not None and self._vectors is not None:
+            self._catch_up()
         return ids
 
     def add_images(
@@ -330,11 +345,15 @@ class Index:
             raise IndexStoreError(f"{len(vectors)} embeddings but {len(records)} records")
         report = AddReport()
         entries = []
+        models = {record.get("model") for record in records if not record.get("error")}
+        if len(models) > 1 or None in models:
+            raise IndexStoreError(
+                f"the records must all name one model, got {sorted(map(str, models))}"
+            )
         for vector, record in zip(vectors, records, strict=True):
             source = str(record.get("path"))
             if record.get("error") or not np.isfinite(vector).all():
                 continue
-            self._bind(str(record.get("model")), int(vector.shape[0]))
             digest = _sha256_of(source)
             if digest is None:
                 report.failed.append(
@@ -356,9 +375,12 @@ class Index:
                     tuple(tags),
                 )
             )
-        ids = self._commit(entries, self.model or "")
-        report.added.extend(ids)
-        report.duplicates = len(entries) - len(ids)
+        if entries:
+            model = str(next(iter(models)))
+            self._bind(model, int(vectors.shape[1]))
+            ids = self._commit(entries, model)
+            report.added.extend(ids)
+            report.duplicates = len(entries) - len(ids)
         return report
 
     # -- searching -------------------------------------------------------------------
@@ -379,7 +401,8 @@ class Index:
             return query.astype(np.float32)
         if classifier is None:
             raise IndexStoreError("searching by image needs a classifier to embed it")
-        self._bind(classifier.name, classifier.embedding_dim or 0)
+        if self.model is not None:
+            self._bind(classifier.name, classifier.embedding_dim or 0)
         prediction = classifier.classify(query)
         assert prediction.embedding is not None
         return prediction.embedding
@@ -403,24 +426,42 @@ class Index:
         index = self._ready()
         if index is None:
             return [[] for _ in range(len(vectors))]
-        fetch = k * _OVERFETCH + 8 if self._stale_ids else k
-        similarities, ids = index.search(np.asarray(vectors, dtype=np.float32), fetch)
-        entries = self._store.entries({int(i) for i in ids.ravel() if i >= 0})
+        queries = normalise(np.asarray(vectors, dtype=np.float32))
         results = []
-        for row_sims, row_ids in zip(similarities, ids, strict=True):
-            hits, seen = [], set()
-            for similarity, entry_id in zip(row_sims, row_ids, strict=True):
-                entry = entries.get(int(entry_id))
-                if entry is None or entry.id in seen:
-                    continue  # removed since the structure was built, or a duplicate
-                if min_similarity is not None and similarity < min_similarity:
+        for query in queries:
+            fetch = k if not self._stale_ids else 2 * k + 8
+            while True:
+                hits, exhausted = self._search_one(index, query, fetch)
+                live = len(hits) >= k or exhausted
+                if live:
                     break
-                seen.add(entry.id)
-                hits.append(Hit(entry, float(similarity)))
-                if len(hits) == k:
-                    break
-            results.append(hits)
+                fetch *= 4  # removed entries crowd the neighbourhood: look further
+            if min_similarity is not None:
+                hits = [hit for hit in hits if hit.similarity >= min_similarity]
+            results.append(hits[:k])
         return results
+
+    def _search_one(
+        self, index: VectorIndex, query: np.ndarray, fetch: int
+    ) -> tuple[list[Hit], bool]:
+        similarities, ids = index.search(query[None], min(fetch, max(index.count, 1)))
+        candidates = [int(i) for i in ids[0] if i >= 0]
+        entries = self._store.entries(candidates)
+        if index.kind == "ivfpq" and candidates:
+            # Compressed codes give approximate scores: rescore with the exact vectors.
+            exact = self._store.vectors([i for i in candidates if i in entries], self.dim or 0)
+            scored = {i: float(normalise(v[None])[0] @ query) for i, v in exact.items()}
+        else:
+            scored = {
+                int(i): float(s) for s, i in zip(similarities[0], ids[0], strict=True) if i >= 0
+            }
+        hits = [
+            Hit(entries[i], scored[i])
+            for i in dict.fromkeys(candidates)
+            if i in entries and i in scored
+        ]
+        hits.sort(key=lambda hit: -hit.similarity)
+        return hits, len(candidates) < fetch or fetch >= index.count
 
     def match(
         self, predictions: Sequence[Prediction], *, threshold: float | None = None
@@ -431,11 +472,11 @@ class Index:
         threshold = self.bank_threshold if threshold is None else threshold
         usable = [i for i, p in enumerate(predictions) if p.ok and p.embedding is not None]
         results = [BankMatch(None, threshold) for _ in predictions]
-        if not usable:
-            return results
+        if not usable or self.model is None:
+            return results  # an empty bank matches nothing, and stays unbound
         first = predictions[usable[0]]
         assert first.embedding is not None
-        self._bind(first.model, int(first.embedding.shape[0]))
+        self._bind(first.model, int(first.embedding.shape[0]))  # checks, never binds here
         vectors = np.stack([predictions[i].embedding for i in usable])  # type: ignore[misc]
         for position, hits in zip(usable, self.search_vectors(vectors, k=1), strict=True):
             results[position] = BankMatch(hits[0] if hits else None, threshold)
@@ -444,7 +485,8 @@ class Index:
     # -- maintenance -----------------------------------------------------------------
 
     def remove(self, ids: Iterable[int]) -> int:
-        ids = [int(i) for i in ids]
+        """Remove entries; returns how many existed."""
+        ids = sorted({int(i) for i in ids})
         removed = self._store.remove(ids)
         index = self._ready()
         if index is not None and not index.remove(ids):

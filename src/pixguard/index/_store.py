@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ class MetadataStore:
             # FULL: a commit survives power loss too, not only a killed process.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('uuid', ?)",
+                (uuid.uuid4().hex[:16],),
+            )
         except sqlite3.DatabaseError as exc:
             raise IndexStoreError(
                 f"cannot open the index database: {exc}", source=str(path)
@@ -151,16 +156,36 @@ class MetadataStore:
                 if cursor.rowcount:
                     ids.append(int(cursor.lastrowid))
                 elif entry.source:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO aliases (sha256, source) VALUES (?, ?)",
-                        (entry.sha256, entry.source),
-                    )
+                    self.add_alias(entry.sha256, entry.source)
         return ids
 
     def add_alias(self, sha256: str, source: str) -> None:
+        """Record another name for known bytes (not the entry's own name)."""
         self._db.execute(
-            "INSERT OR IGNORE INTO aliases (sha256, source) VALUES (?, ?)", (sha256, source)
+            "INSERT OR IGNORE INTO aliases (sha256, source) SELECT ?, ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM entries WHERE sha256 = ? AND source = ?)",
+            (sha256, source, sha256, source),
         )
+
+    @property
+    def uuid(self) -> str:
+        return self.get_meta("uuid") or ""
+
+    def last_id_issued(self) -> int:
+        """The highest id ever issued (removals do not lower it)."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def vectors(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        found = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT id, vector FROM entries WHERE id IN ({marks})", chunk
+            ):
+                found[row["id"]] = np.frombuffer(row["vector"], dtype=np.float32, count=dim)
+        return found
 
     def remove(self, ids: Iterable[int]) -> int:
         ids = list(ids)

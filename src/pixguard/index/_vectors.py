@@ -27,7 +27,7 @@ IVFPQ_BITS = 8
 IVFPQ_NPROBE = 16
 _IVF_TRAIN_MIN = 10_000
 _IVF_TRAIN_MAX = 100_000
-_FILE = re.compile(r"^vectors-(\d+)\.faiss$")
+_FILE = re.compile(r"^vectors-([0-9a-f]+)-(\d+)\.faiss$")
 
 
 def auto_kind(count: int) -> str:
@@ -93,33 +93,49 @@ class VectorIndex:
             return True
         return False
 
-    def save(self, folder: Path, watermark: int) -> Path:
-        target = folder / f"vectors-{watermark}.faiss"
-        temporary = folder / f".vectors-{watermark}.faiss.tmp"
+    def save(self, folder: Path, owner: str, watermark: int) -> Path:
+        """Write atomically as ``vectors-<owner>-<watermark>.faiss``; ``owner`` is the
+        database's own id, so a file never pairs with another database."""
+        target = folder / f"vectors-{owner}-{watermark}.faiss"
+        temporary = folder / f".{target.name}.tmp"
         faiss.write_index(self.index, str(temporary))
         with temporary.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, target)
         for old in folder.glob("vectors-*.faiss"):
-            match = _FILE.match(old.name)
-            if old != target and match and int(match.group(1)) < watermark:
+            if old != target:
                 old.unlink(missing_ok=True)
         return target
 
     @classmethod
-    def load_latest(cls, folder: Path, kind: str) -> tuple[VectorIndex, int] | None:
-        """The newest saved index and its watermark, or None when there is none usable."""
+    def load_latest(
+        cls, folder: Path, owner: str, max_watermark: int
+    ) -> tuple[VectorIndex, int] | None:
+        """The newest usable saved structure of this database, and its watermark."""
         saved = sorted(
             (
-                (int(m.group(1)), path)
+                (int(m.group(2)), path)
                 for path in folder.glob("vectors-*.faiss")
                 if (m := _FILE.match(path.name))
+                and m.group(1) == owner
+                and int(m.group(2)) <= max_watermark
             ),
             reverse=True,
         )
         for watermark, path in saved:
             try:
-                return cls(faiss.read_index(str(path)), kind), watermark
+                index = faiss.read_index(str(path))
             except RuntimeError:
                 continue  # unreadable: fall back to an older file or a rebuild
+            return cls(index, kind_of(index)), watermark
         return None
+
+
+def kind_of(index: faiss.Index) -> str:
+    """The kind of a (loaded) structure, read from the object itself."""
+    inner = faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap2) else index)
+    if isinstance(inner, faiss.IndexHNSWFlat):
+        return "hnsw"
+    if isinstance(inner, faiss.IndexIVFPQ):
+        return "ivfpq"
+    return "flat"

@@ -1,0 +1,16 @@
+"""Custom policies: fine-tune, evaluate and calibrate on your own labelled images."""
+
+from ._data import Dataset, Sample, load_dataset
+from ._evaluate import calibrate, evaluate
+from ._finetune import FinetuneConfig, FinetuneResult, finetune
+
+__all__ = [
+    "Dataset",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "Sample",
+    "calibrate",
+    "evaluate",
+    "finetune",
+    "load_dataset",
+]
