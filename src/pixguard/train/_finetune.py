@@ -334,7 +334,7 @@ def _full(
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_fn(model(images), targets) / config.grad_accumulation
             loss.backward()
-            total += float(loss) * config.grad_accumulation
+            total += float(loss.detach()) * config.grad_accumulation
             count += 1
             if (step + 1) % config.grad_accumulation == 0 or step + 1 == len(loader):
                 optimizer.step()
