@@ -78,6 +78,7 @@ def test_error_to_dict_names_the_source():
         "pixguard.classify",
         "pixguard.export",
         "pixguard.index",
+        "pixguard.train",
         "pixguard.cli",
     ],
 )
@@ -98,6 +99,7 @@ def test_public_names_do_not_leak_private_modules():
         "index",
         "models",
         "runtimes",
+        "train",
     }
 
 
