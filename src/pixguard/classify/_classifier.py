@@ -22,7 +22,7 @@ from ..models import resolve_model
 from ..runtimes import ParityReport, Runtime, load_runtime
 from ._prediction import Prediction
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Classifier"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "PreparedInput"]
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -34,7 +34,7 @@ def _check_threshold(threshold: float) -> float:
 
 
 @dataclass
-class _Prepared:
+class PreparedInput:
     """A decoded input, reduced to model inputs and frame metadata (the decoded
     frames themselves are dropped as soon as they are preprocessed)."""
 
@@ -161,31 +161,43 @@ class Classifier:
                     on_result(prediction)
                 yield prediction
 
-    def _prepare(self, source: ImageInput) -> _Prepared:
+    def prepare(self, source: ImageInput) -> PreparedInput:
+        """Decode and preprocess one input (never raises for a bad image: the error is
+        kept). With :meth:`predict_prepared`, lets a service decode in parallel and
+        batch inference across requests."""
+        return self._prepare(source)
+
+    def predict_prepared(
+        self, prepared: list[PreparedInput], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> list[Prediction]:
+        """One forward pass (per ``batch_size`` rows) over inputs from :meth:`prepare`."""
+        return self._infer(prepared, batch_size)
+
+    def _prepare(self, source: ImageInput) -> PreparedInput:
         name = describe_source(source)
         pp = self.spec.preprocessing
         try:
             decoded = load_image(source, limits=self.limits, min_size=pp.resize_size)
             inputs = [preprocess(frame, pp) for frame in decoded.frames]
         except ImageError as exc:
-            return _Prepared(name, error=exc)
+            return PreparedInput(name, error=exc)
         except Exception as exc:
-            return _Prepared(
+            return PreparedInput(
                 name, error=ImageDecodeError(f"preprocessing failed: {exc}", source=name)
             )
-        return _Prepared(
+        return PreparedInput(
             name,
             inputs=inputs,
             frame_indices=decoded.frame_indices,
             frame_count=decoded.frame_count,
         )
 
-    def _decode_async(self, items: list[ImageInput]) -> list[Future[_Prepared]]:
+    def _decode_async(self, items: list[ImageInput]) -> list[Future[PreparedInput]]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pixguard-decode")
         return [self._pool.submit(self._prepare, item) for item in items]
 
-    def _infer(self, prepared: list[_Prepared], batch_size: int) -> list[Prediction]:
+    def _infer(self, prepared: list[PreparedInput], batch_size: int) -> list[Prediction]:
         rows = [array for item in prepared if item.inputs for array in item.inputs]
         probabilities, embeddings, failure = self._run_rows(rows, batch_size)
         results: list[Prediction] = []
@@ -240,7 +252,7 @@ class Classifier:
 
     def _decide(
         self,
-        item: _Prepared,
+        item: PreparedInput,
         probabilities: np.ndarray,
         embeddings: np.ndarray,
     ) -> Prediction:

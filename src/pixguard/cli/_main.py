@@ -33,6 +33,7 @@ from ._common import (
 from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter, atomic_text_file
+from ._serve import keys_app, serve_command
 from ._train import register as register_training
 
 __all__ = ["app", "main"]
@@ -55,6 +56,8 @@ def _version(value: bool) -> None:
 
 app.add_typer(index_app, name="index")
 register_training(app)
+app.command("serve")(serve_command)
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

@@ -1,0 +1,84 @@
+"""The audit log: every decision, appended to SQLite (WAL) and queryable."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AuditLog"]
+
+_COLUMNS = (
+    "request_id",
+    "key_id",
+    "sha256",
+    "label",
+    "nsfw_score",
+    "model",
+    "threshold",
+    "error",
+    "time",
+)
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT,"
+            " key_id INTEGER, sha256 TEXT, label TEXT, nsfw_score REAL, model TEXT, threshold REAL, error TEXT,"
+            " time REAL NOT NULL, image BLOB)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time)")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        """Append decisions in one transaction; returns once they are durable."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                f"INSERT INTO decisions ({', '.join(_COLUMNS)}, image) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
+                [
+                    (*(row.get(c) for c in _COLUMNS[:-1]), row.get("time", now), row.get("image"))
+                    for row in rows
+                ],
+            )
+            self._db.execute("COMMIT")
+
+    def query(
+        self,
+        *,
+        label: str | None = None,
+        key_id: int | None = None,
+        sha256: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        after_id: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Decisions in id order after ``after_id`` (cursor pagination)."""
+        clauses, params = ["id > ?"], [after_id]
+        for column, value, op in (
+            ("label", label, "="),
+            ("key_id", key_id, "="),
+            ("sha256", sha256, "="),
+            ("time", since, ">="),
+            ("time", until, "<"),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        sql = f"SELECT id, {', '.join(_COLUMNS)} FROM decisions WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*params, limit)).fetchall()
+        return [dict(row) for row in rows]

@@ -1,0 +1,80 @@
+"""Service settings: environment variables (PIXGUARD_*) and an optional TOML file."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ..models import DEFAULT_MODEL
+
+__all__ = ["ServeSettings"]
+
+MIB = 1024 * 1024
+
+
+class ServeSettings(BaseSettings):
+    """Every setting of ``pixguard serve``. Each can be set as ``PIXGUARD_<NAME>``
+    (for example ``PIXGUARD_MAX_BATCH_SIZE=32``) or in the ``--config`` TOML file;
+    command-line options win over both."""
+
+    model_config = SettingsConfigDict(env_prefix="PIXGUARD_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    model: str = DEFAULT_MODEL
+    runtime: str = "auto"
+    precision: str | None = None
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    max_upload_bytes: int = Field(20 * MIB, ge=1, description="Larger request bodies get 413.")
+    max_pixels: int = Field(50_000_000, ge=1, description="Larger images get 422.")
+    max_images_per_request: int = Field(32, ge=1)
+    max_batch_size: int = Field(16, ge=1, description="Images per forward pass across requests.")
+    max_wait_ms: float = Field(5.0, ge=0.0, description="How long a batch waits to fill.")
+    queue_size: int = Field(128, ge=1, description="Images waiting for the model; beyond it, 429.")
+    request_timeout_s: float = Field(30.0, gt=0.0, description="Slower requests get 504.")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: required unless bound to loopback."
+    )
+    rate_limit_per_minute: int = Field(600, ge=1, description="Requests per API key per minute.")
+    data_dir: Path = Field(Path("pixguard-data"), description="keys.db and audit.db live here.")
+    store_images: bool = Field(False, description="Keep image bytes in the audit log.")
+    index: Path | None = Field(None, description="An index for /v1/index/search and /v1/index/add.")
+    bank: Path | None = Field(None, description="A known-bad bank checked on every classify.")
+    config_file: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = init_settings.init_kwargs.get("config_file")  # type: ignore[attr-defined]
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "on" or (self.auth == "auto" and not self.loopback)

@@ -1,0 +1,349 @@
+"""The HTTP service, as a real server process on loopback, driven with httpx."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.helpers import encode, gradient_image
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.data = tmp / "data"
+        self.log = (tmp / f"server-{self.port}.log").open("w")
+        command = [
+            sys.executable,
+            "-m",
+            "pixguard",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data),
+            *args,
+        ]
+        self.process = subprocess.Popen(
+            command,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(Path(self.log.name).read_text())
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> bool:
+        """SIGTERM, then True when the server shut down cleanly (uvicorn re-raises
+        the signal after its graceful shutdown, so the exit status is -SIGTERM)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.log.close()
+        return code in (0, -signal.SIGTERM) and '"event": "stopped"' in Path(self.log.name).read_text()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_vit_folder):
+    srv = Server(
+        tmp_path_factory.mktemp("srv"),
+        "--model",
+        str(tiny_vit_folder),
+        "--runtime",
+        "torch",
+        env={"PIXGUARD_MAX_UPLOAD_BYTES": "300000", "PIXGUARD_MAX_PIXELS": "1000000"},
+    )
+    yield srv
+    assert srv.stop()
+
+
+def _jpeg(seed: int = 0, size: int = 96) -> bytes:
+    return encode(gradient_image(size, size, seed=seed), "JPEG")
+
+
+def test_health_models_and_openapi(server):
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/readyz").json() == {"ready": True}
+    models = httpx.get(f"{server.url}/v1/models").json()
+    assert models["loaded"]["runtime"] == "torch/fp32"
+    assert "opennsfw" in {m["name"] for m in models["registry"]}
+    assert "/v1/classify" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_classify_raw_body_and_embedding(server, tiny_vit_folder):
+    from pixguard import Classifier
+
+    data = _jpeg(1)
+    response = httpx.post(
+        f"{server.url}/v1/classify?embedding=true",
+        content=data,
+        headers={"content-type": "image/jpeg"},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    result = body["results"][0]
+    expected = Classifier.load(tiny_vit_folder, runtime="torch").classify(data)
+    assert result["nsfw_score"] == pytest.approx(expected.nsfw_score, abs=1e-5)
+    assert len(result["embedding"]) == 192
+    assert result["sha256"] == __import__("hashlib").sha256(data).hexdigest()
+    assert response.headers["x-request-id"] == body["request_id"]
+    embedded = httpx.post(
+        f"{server.url}/v1/embed", content=data, headers={"content-type": "image/jpeg"}
+    ).json()
+    assert embedded["results"][0]["embedding"] == pytest.approx(result["embedding"], abs=1e-5)
+
+
+def test_multipart_with_one_bad_file(server):
+    files = [
+        ("a", ("a.jpg", _jpeg(2), "image/jpeg")),
+        ("b", ("b.txt", b"not an image", "text/plain")),
+        ("c", ("c.png", encode(gradient_image(80, 60, seed=3), "PNG"), "image/png")),
+    ]
+    response = httpx.post(f"{server.url}/v1/classify", files=files)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == ["a.jpg", "b.txt", "c.png"]
+    assert results[1]["error"]["code"] == "image_not_an_image"
+    assert results[0]["error"] is None
+    assert results[2]["label"] in {"nsfw", "sfw"}
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b"x" * 400_000, "image/jpeg", 413, "image_too_large"),
+        (b"plain text", "text/plain", 415, "unsupported_media_type"),
+        (b"not an image", "image/jpeg", 422, "image_not_an_image"),
+        (b"", "image/jpeg", 422, "image_empty"),
+    ],
+)
+def test_error_paths(server, content, content_type, status, code):
+    response = httpx.post(
+        f"{server.url}/v1/classify", content=content, headers={"content-type": content_type}
+    )
+    assert response.status_code == status
+    body = response.json()
+    assert body["code"] == code
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_too_many_pixels_is_422(server):
+    big = encode(
+        Image.new("RGB", (1200, 1000), (9, 9, 9)), "PNG"
+    )  # 1.2 MP > 1 MP limit, small file
+    response = httpx.post(
+        f"{server.url}/v1/classify", content=big, headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "image_too_many_pixels"
+
+
+def test_audit_log_holds_every_decision(server):
+    before = httpx.get(f"{server.url}/v1/decisions", params={"limit": 1000}).json()["decisions"]
+    data = _jpeg(7)
+    for _ in range(3):
+        httpx.post(
+            f"{server.url}/v1/classify", content=data, headers={"content-type": "image/jpeg"}
+        )
+    after = httpx.get(f"{server.url}/v1/decisions", params={"limit": 1000}).json()["decisions"]
+    assert len(after) == len(before) + 3
+    digest = __import__("hashlib").sha256(data).hexdigest()
+    mine = httpx.get(f"{server.url}/v1/decisions", params={"sha256": digest}).json()["decisions"]
+    assert len(mine) == 3
+    assert {d["model"] for d in mine} == {after[-1]["model"]}
+    page = httpx.get(f"{server.url}/v1/decisions", params={"limit": 2}).json()
+    following = httpx.get(
+        f"{server.url}/v1/decisions", params={"limit": 2, "after_id": page["next_after_id"]}
+    ).json()
+    assert following["decisions"][0]["id"] > page["decisions"][-1]["id"]
+
+
+def test_concurrent_requests_are_batched(server):
+    data = [_jpeg(seed) for seed in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        statuses = list(
+            pool.map(
+                lambda d: (
+                    httpx.post(
+                        f"{server.url}/v1/classify",
+                        content=d,
+                        headers={"content-type": "image/jpeg"},
+                        timeout=60,
+                    ).status_code
+                ),
+                data,
+            )
+        )
+    assert statuses == [200] * 24
+    metrics = httpx.get(f"{server.url}/metrics").text
+    count = float(
+        next(
+            line.split()[1]
+            for line in metrics.splitlines()
+            if line.startswith("pixguard_batch_size_count")
+        )
+    )
+    total = float(
+        next(
+            line.split()[1]
+            for line in metrics.splitlines()
+            if line.startswith("pixguard_batch_size_sum")
+        )
+    )
+    assert total / count > 1.0  # some forward passes served several requests
+    assert 'pixguard_requests_total{route="/v1/classify",status="200"}' in metrics
+
+
+def test_auth_keys_and_rate_limit(tmp_path, tiny_vit_folder):
+    data_dir = tmp_path / "data"
+    created = subprocess.run(
+        [sys.executable, "-m", "pixguard", "keys", "create", "ci", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = json.loads(created.stdout)["token"]
+    assert token not in (data_dir / "keys.db").read_bytes().decode(
+        "latin-1"
+    )  # stored as a hash only
+    server = Server(
+        tmp_path,
+        "--model",
+        str(tiny_vit_folder),
+        "--runtime",
+        "torch",
+        "--auth",
+        "on",
+        env={"PIXGUARD_RATE_LIMIT_PER_MINUTE": "5"},
+    )
+    try:
+        image = {"content": _jpeg(3), "headers": {"content-type": "image/jpeg"}}
+        assert httpx.post(f"{server.url}/v1/classify", **image).status_code == 401
+        bad = httpx.post(
+            f"{server.url}/v1/classify",
+            content=image["content"],
+            headers={**image["headers"], "authorization": "Bearer pgk_1_wrong"},
+        )
+        assert bad.status_code == 401
+        good_headers = {**image["headers"], "authorization": f"Bearer {token}"}
+        statuses = [
+            httpx.post(
+                f"{server.url}/v1/classify", content=image["content"], headers=good_headers
+            ).status_code
+            for _ in range(7)
+        ]
+        assert statuses[:5] == [200] * 5
+        assert 429 in statuses[5:]
+        limited = httpx.post(
+            f"{server.url}/v1/classify", content=image["content"], headers=good_headers
+        )
+        assert limited.headers.get("retry-after")
+        decisions = httpx.get(
+            f"{server.url}/v1/decisions", headers={"authorization": f"Bearer {token}"}
+        )
+        assert decisions.status_code in (200, 429)
+        assert httpx.get(f"{server.url}/v1/decisions").status_code == 401
+        log = Path(server.log.name).read_text()
+        assert token not in log
+    finally:
+        server.stop()
+    subprocess.run(
+        [sys.executable, "-m", "pixguard", "keys", "revoke", "1", "--data-dir", str(data_dir)],
+        check=True,
+    )
+    listed = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "pixguard", "keys", "list", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert listed[0]["revoked"] is True
+
+
+def test_burst_over_a_small_queue_gets_429(tmp_path, full_vit_folder):
+    server = Server(
+        tmp_path,
+        "--model",
+        str(full_vit_folder),
+        "--runtime",
+        "torch",
+        env={"PIXGUARD_QUEUE_SIZE": "1", "PIXGUARD_MAX_BATCH_SIZE": "1"},
+    )
+    try:
+        data = [_jpeg(seed, 384) for seed in range(16)]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            responses = list(
+                pool.map(
+                    lambda d: httpx.post(
+                        f"{server.url}/v1/classify",
+                        content=d,
+                        headers={"content-type": "image/jpeg"},
+                        timeout=120,
+                    ),
+                    data,
+                )
+            )
+        statuses = [r.status_code for r in responses]
+        assert 429 in statuses
+        assert 200 in statuses
+        assert set(statuses) <= {200, 429}
+        assert all(r.headers.get("retry-after") for r in responses if r.status_code == 429)
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path, full_vit_folder):
+    server = Server(
+        tmp_path,
+        "--model",
+        str(full_vit_folder),
+        "--runtime",
+        "torch",
+        env={"PIXGUARD_MAX_BATCH_SIZE": "2"},
+    )
+    data = [_jpeg(seed, 384) for seed in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [
+            pool.submit(
+                httpx.post,
+                f"{server.url}/v1/classify",
+                content=d,
+                headers={"content-type": "image/jpeg"},
+                timeout=120,
+            )
+            for d in data
+        ]
+        time.sleep(0.5)  # requests are in flight
+        server.process.send_signal(signal.SIGTERM)
+        statuses = [f.result().status_code for f in futures]
+    assert statuses == [200] * 6
+    assert server.stop()
