@@ -67,7 +67,9 @@ class Server:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=60)
         self.log.close()
-        return code in (0, -signal.SIGTERM) and '"event": "stopped"' in Path(self.log.name).read_text()
+        return (
+            code in (0, -signal.SIGTERM) and '"event": "stopped"' in Path(self.log.name).read_text()
+        )
 
 
 @pytest.fixture(scope="module")
