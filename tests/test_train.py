@@ -125,31 +125,97 @@ def test_linear_probe_learns_and_reloads_identically(textures, base, tmp_path):
     assert all(e.get("total", 0) == 0 for e in events if e["stage"] == "embedding")
 
 
-def test_full_finetuning_learns_and_resumes(textures, base, tmp_path):
-    config = FinetuneConfig(
-        mode="full", epochs=20, batch_size=16, lr=3e-4, patience=8, grad_accumulation=1
-    )
+def test_full_finetuning_learns(textures, base, tmp_path):
+    config = FinetuneConfig(mode="full", epochs=20, batch_size=16, lr=3e-4, patience=8)
     result = finetune(
         textures, base=str(base), output=tmp_path / "full", nsfw_classes=["grainy"], config=config
     )
     assert max(h["val_accuracy"] for h in result.history) > 0.95
     assert result.metrics["val_class_accuracy"] > 0.95
-    assert (tmp_path / "full" / "checkpoint" / "optimizer.safetensors").is_file()
+    assert not (tmp_path / "full" / "checkpoint").exists()  # a finished run keeps no checkpoint
 
-    # An interrupted run (2 epochs) continues from its checkpoint.
-    short = FinetuneConfig(
-        mode="full", epochs=2, batch_size=16, lr=3e-4, patience=8, grad_accumulation=2
-    )
-    finetune(
-        textures, base=str(base), output=tmp_path / "resume", nsfw_classes=["grainy"], config=short
-    )
-    longer = FinetuneConfig(
+
+class _InterruptedError(Exception):
+    pass
+
+
+def test_interrupted_full_finetuning_resumes(textures, base, tmp_path):
+    from pixguard import TrainingError
+
+    config = FinetuneConfig(
         mode="full", epochs=4, batch_size=16, lr=3e-4, patience=8, grad_accumulation=2
     )
+
+    def stop_after_epoch_2(event):
+        if event.get("stage") == "validated" and event["epoch"] == 2:
+            raise _InterruptedError
+
+    with pytest.raises(_InterruptedError):
+        finetune(
+            textures,
+            base=str(base),
+            output=tmp_path / "run",
+            nsfw_classes=["grainy"],
+            config=config,
+            progress=stop_after_epoch_2,
+        )
+    assert (tmp_path / "run" / "checkpoint" / "optimizer.safetensors").is_file()
+    trained = []
+
+    def record(event):
+        if event.get("stage") == "validated":
+            trained.append(event["epoch"])
+
     resumed = finetune(
-        textures, base=str(base), output=tmp_path / "resume", nsfw_classes=["grainy"], config=longer
+        textures,
+        base=str(base),
+        output=tmp_path / "run",
+        nsfw_classes=["grainy"],
+        config=config,
+        progress=record,
     )
+    assert trained == [2, 3, 4]  # epoch 1 came from the checkpoint; epoch 2 was cut short
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+
+    # A checkpoint of another run is refused, not silently reused.
+    with pytest.raises(_InterruptedError):
+        finetune(
+            textures,
+            base=str(base),
+            output=tmp_path / "other",
+            nsfw_classes=["grainy"],
+            config=config,
+            progress=stop_after_epoch_2,
+        )
+    changed = FinetuneConfig(mode="full", epochs=4, batch_size=8, lr=1e-3, patience=8)
+    with pytest.raises(TrainingError, match="different run"):
+        finetune(
+            textures,
+            base=str(base),
+            output=tmp_path / "other",
+            nsfw_classes=["grainy"],
+            config=changed,
+        )
+    fresh = finetune(
+        textures,
+        base=str(base),
+        output=tmp_path / "other",
+        nsfw_classes=["grainy"],
+        config=changed,
+        resume=False,
+    )
+    assert [h["epoch"] for h in fresh.history] == [1, 2, 3, 4]
+
+
+def test_invalid_settings_fail_before_training(textures, base, tmp_path):
+    from pixguard import TrainingError
+
+    with pytest.raises(TrainingError, match="threshold"):
+        FinetuneConfig(threshold=1.5)
+    with pytest.raises(TrainingError, match="precision"):
+        FinetuneConfig(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match="every class"):
+        finetune(textures, base=str(base), output=tmp_path / "x", nsfw_classes=["grainy", "smooth"])
 
 
 def test_evaluate_matches_scikit_learn(textures, base, tmp_path):

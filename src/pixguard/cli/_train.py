@@ -89,22 +89,25 @@ def finetune_command(
         raise typer.BadParameter(
             "name the NSFW class(es) of the dataset", param_hint="--nsfw-class"
         )
-    config = FinetuneConfig(
-        mode=mode,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,  # type: ignore[arg-type]
-        warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing,
-        grad_accumulation=grad_accumulation,
-        unfreeze_blocks=unfreeze_blocks,
-        patience=patience,
-        val_fraction=val_fraction,
-        seed=seed,
-        precision=precision,
-        threshold=threshold,  # type: ignore[arg-type]
-    )
+    try:
+        config = FinetuneConfig(
+            mode=mode,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,  # type: ignore[arg-type]
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            grad_accumulation=grad_accumulation,
+            unfreeze_blocks=unfreeze_blocks,
+            patience=patience,
+            val_fraction=val_fraction,
+            seed=seed,
+            precision=precision,
+            threshold=threshold,  # type: ignore[arg-type]
+        )
+    except PixguardError as exc:
+        raise fail(exc) from None
     with progress_bar(stderr.is_terminal, "fine-tuning") as bar:
         task = bar.add_task("finetune", total=epochs)
 

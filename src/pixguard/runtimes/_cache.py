@@ -57,6 +57,12 @@ def cached_artifact(key: str, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -73,6 +79,10 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             json.dump(data, stream, indent=2)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp files are private; the result keeps the file's previous mode, or
+        # the usual one for a new file.
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+        os.chmod(name, mode)
         os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)

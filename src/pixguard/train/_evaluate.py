@@ -135,11 +135,16 @@ def calibrate(
     if chosen is None:
         kind = "precision" if target_precision is not None else "recall"
         raise DatasetError(f"no threshold reaches {kind} {target} on this data")
-    threshold = float(thresholds[chosen])
-    config.setdefault("pixguard", {})["threshold"] = threshold
-    if not isinstance(config["pixguard"], dict):
+    # Half-way to the next lower score: the same decisions on this data, without
+    # depending on a bit-exact recomputation of the chosen sample's score.
+    lower = thresholds[chosen + 1] if chosen + 1 < len(thresholds) else 0.0
+    threshold = float((thresholds[chosen] + lower) / 2)
+    own = config.get("pixguard") or {}
+    if not isinstance(own, dict):
         raise ModelConfigError("config.json's pixguard field is not an object", source=str(folder))
-    config["pixguard"]["calibration"] = {
+    config["pixguard"] = own
+    own["threshold"] = threshold
+    own["calibration"] = {
         "target_precision": target_precision,
         "target_recall": target_recall,
         "samples": len(scored.truth),

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,26 @@ class FinetuneConfig:
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.mode not in ("linear", "full"):
+            problems.append(f"mode must be linear or full, not {self.mode!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            problems.append(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            problems.append("threshold must be in [0, 1]")
+        if self.unfreeze_blocks is not None and self.unfreeze_blocks < 0:
+            problems.append("unfreeze_blocks cannot be negative")
+        if (
+            self.epochs < 1
+            or self.batch_size < 1
+            or self.grad_accumulation < 1
+            or self.patience < 1
+        ):
+            problems.append("epochs, batch_size, grad_accumulation and patience must be at least 1")
+        if problems:
+            raise TrainingError("; ".join(problems))
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (1e-2 if self.mode == "linear" else 1e-4)
@@ -112,10 +133,13 @@ class EmbeddingCache:
         self._db.close()
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path) -> str | None:
     import hashlib
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None  # unreadable: skipped like any bad image
 
 
 def _embeddings(
@@ -125,8 +149,8 @@ def _embeddings(
     cache = EmbeddingCache(cache_root() / "embeddings.db")
     try:
         hashes = [_sha256(path) for path in dataset.paths]
-        known = cache.get(model_key, hashes)
-        missing = [i for i, h in enumerate(hashes) if h not in known]
+        known = cache.get(model_key, [h for h in hashes if h])
+        missing = [i for i, h in enumerate(hashes) if h and h not in known]
         fresh: dict[str, np.ndarray] = {}
         for done, (i, prediction) in enumerate(
             zip(missing, classifier.iter_predict([dataset.paths[i] for i in missing]), strict=True)
@@ -140,7 +164,7 @@ def _embeddings(
         known.update(fresh)
     finally:
         cache.close()
-    kept = np.array([i for i, h in enumerate(hashes) if h in known], dtype=np.int64)
+    kept = np.array([i for i, h in enumerate(hashes) if h and h in known], dtype=np.int64)
     if not len(kept):
         raise DatasetError("no image of the dataset could be read")
     return np.stack([known[hashes[i]] for i in kept]), kept
@@ -188,6 +212,8 @@ def _probe(
             waited += 1
             if waited >= config.patience:
                 break
+    if best_state is None:
+        raise DatasetError("no validation image could be read")
     head.load_state_dict(best_state)
     return head, history
 
@@ -259,7 +285,11 @@ def _full(
     config: FinetuneConfig,
     checkpoints: Path,
     progress: Progress | None,
+    *,
+    resume: bool,
 ) -> tuple[Any, list[dict[str, Any]]]:
+    import shutil
+
     import torch
     from timm.data import create_transform, resolve_model_data_config
     from timm.loss import LabelSmoothingCrossEntropy
@@ -269,7 +299,11 @@ def _full(
     model.reset_classifier(len(train.classes))
     if config.unfreeze_blocks is not None:
         if not hasattr(model, "blocks"):
-            raise TrainingError("--unfreeze-blocks needs a model with .blocks (ViT, Swin, ...)")
+            raise TrainingError("--unfreeze-blocks needs a model with .blocks (ViT-style)")
+        if config.unfreeze_blocks > len(model.blocks):
+            raise TrainingError(
+                f"the model has {len(model.blocks)} blocks; --unfreeze-blocks {config.unfreeze_blocks} is too many"
+            )
         for parameter in model.parameters():
             parameter.requires_grad = False
         trainable = [
@@ -316,17 +350,41 @@ def _full(
         return smoothing(logits[keep], targets[keep]) if keep.any() else logits.sum() * 0
 
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and _bf16_supported())
+    fingerprint = {
+        "base": artifacts.digest()[:24],
+        "classes": list(train.classes),
+        "samples": len(train) + len(val),
+        **asdict(config),
+    }
+    fingerprint.pop("epochs")  # a resumed run may ask for more epochs
+    if not resume:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    recorded = (
+        json.loads((checkpoints / "state.json").read_text())
+        if (checkpoints / "state.json").is_file()
+        else None
+    )
+    if recorded is not None and recorded.get("fingerprint") != fingerprint:
+        raise TrainingError(
+            f"{checkpoints} holds a checkpoint of a different run (other data, base or settings); "
+            "use --no-resume to start over"
+        )
     state = _load_checkpoint(checkpoints, model, optimizer) or {
         "epoch": 0,
         "update": 0,
         "best": -1.0,
         "waited": 0,
         "history": [],
+        "fingerprint": fingerprint,
     }
     history = state["history"]
     checkpoints.mkdir(parents=True, exist_ok=True)
     best_weights = checkpoints / "best.safetensors"
     for epoch in range(state["epoch"], config.epochs):
+        # Seeded per epoch, so a resumed run shuffles and augments as an
+        # uninterrupted one would.
+        generator.manual_seed(config.seed * 100_003 + epoch)
+        torch.manual_seed(config.seed * 100_003 + epoch)
         model.train()
         total, count = 0.0, 0
         optimizer.zero_grad()
@@ -422,7 +480,13 @@ def finetune(
             )
     else:
         train, validation = dataset.split(config.val_fraction, seed=config.seed)
-    nsfw_truth(dataset, nsfw_classes)  # validates the names
+    truth_all = nsfw_truth(dataset, nsfw_classes)  # validates the names
+    if truth_all.all():
+        raise DatasetError("every class is marked NSFW; leave at least one safe class")
+    if not len(validation) or not len(train):
+        raise DatasetError(
+            "the split leaves no training or no validation images; add images or use --val"
+        )
     spec = resolve_model(base)
     artifacts = ModelArtifacts(spec)
     if artifacts.loader != "timm":
@@ -455,7 +519,7 @@ def finetune(
             model.get_classifier().bias.copy_(head.bias)
     elif config.mode == "full":
         model, history = _full(
-            artifacts, train, validation, config, output / "checkpoint", progress
+            artifacts, train, validation, config, output / "checkpoint", progress, resume=resume
         )
     else:
         raise TrainingError(f"unknown mode {config.mode!r} (use linear or full)")
@@ -498,6 +562,8 @@ def finetune(
         title=f"{config.mode} fine-tune",
     )
     write_json_atomic(output / "metrics.json", metrics)
+    # A finished run needs no checkpoint; a re-run starts afresh.
+    shutil.rmtree(output / "checkpoint", ignore_errors=True)
     with (output / "train.log").open("w", encoding="utf-8") as log:
         for row in history:
             log.write(json.dumps(row) + "\n")

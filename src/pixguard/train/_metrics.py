@@ -82,6 +82,8 @@ def report(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str,
     threshold table for the NSFW-vs-safe decision at ``threshold``."""
     truth = np.asarray(truth, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
+    if not len(truth):
+        raise ValueError("no scored samples to report on")
     tp, fp, fn, tn = _counts(truth, scores, threshold)
 
     def per_class(hit: int, false_alarm: int, miss: int, support: int) -> dict[str, float]:

@@ -1,0 +1,217 @@
+"""Benchmark the HTTP service under load, next to offline batch throughput.
+
+One run: offline ``Classifier.predict`` throughput of the model, then a real
+``pixguard serve`` process, driven by a load generator in a separate process with
+512 px JPEGs at several concurrencies; optionally a soak that watches the server's
+resident memory.
+
+    python bench/serve.py [--model PATH] [--seconds 20] [--soak-seconds 600] [--output docs/bench-serve.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from _common import machine, table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CONCURRENCY = (1, 8, 32, 64)
+
+
+def jpegs(count: int) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        array = (rng.random((512, 512, 3)) * 64 + np.linspace(0, 191, 512)[None, :, None]).astype(
+            np.uint8
+        )
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def _load(
+    url: str, concurrency: int, seconds: float, images: list[bytes], results: multiprocessing.Queue
+) -> None:
+    import httpx
+
+    latencies, errors = [], 0
+    deadline = time.monotonic() + seconds
+
+    def worker(index: int) -> tuple[list[float], int]:
+        mine, failed = [], 0
+        with httpx.Client(timeout=60) as client:
+            i = index
+            while time.monotonic() < deadline:
+                start = time.perf_counter()
+                response = client.post(
+                    url, content=images[i % len(images)], headers={"content-type": "image/jpeg"}
+                )
+                mine.append(time.perf_counter() - start)
+                failed += response.status_code != 200
+                i += concurrency
+        return mine, failed
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for mine, failed in pool.map(worker, range(concurrency)):
+            latencies += mine
+            errors += failed
+    results.put((latencies, errors, time.perf_counter() - start))
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model folder (default: random vit_tiny_patch16_384)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency")
+    parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+
+    from pixguard import Classifier
+
+    work = Path(tempfile.mkdtemp(prefix="pixguard-bench-serve-"))
+    os.environ.setdefault("PIXGUARD_CACHE_DIR", str(work / "cache"))
+    if args.model:
+        model = args.model
+    else:
+        import timm
+        import torch
+        from timm.models import save_for_hf
+
+        torch.manual_seed(0)
+        save_for_hf(
+            timm.create_model("vit_tiny_patch16_384", num_classes=2),
+            str(work / "model"),
+            model_config={"label_names": ["NSFW", "SFW"]},
+            safe_serialization=True,
+        )
+        model = str(work / "model")
+    images = jpegs(32)
+
+    offline = Classifier.load(model)
+    offline.predict(images[:16], batch_size=16)
+    start = time.perf_counter()
+    offline.predict(images, batch_size=16)
+    offline_rate = len(images) / (time.perf_counter() - start)
+    runtime = offline.runtime_name
+    offline.close()
+    del offline
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pixguard",
+            "serve",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(work / "data"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    rows = [
+        ["offline Classifier.predict, batch 16", "-", f"{offline_rate:.1f}", "1.00", "-", "-", "-"]
+    ]
+    context = multiprocessing.get_context("spawn")
+    try:
+        for concurrency in CONCURRENCY:
+            results = context.Queue()
+            generator = context.Process(
+                target=_load,
+                args=(f"{url}/v1/classify", concurrency, args.seconds, images, results),
+            )
+            generator.start()
+            latencies, errors, elapsed = results.get()
+            generator.join()
+            ordered = sorted(latencies)
+            rate = len(latencies) / elapsed
+            rows.append(
+                [
+                    f"HTTP, concurrency {concurrency}",
+                    str(concurrency),
+                    f"{rate:.1f}",
+                    f"{rate / offline_rate:.2f}",
+                    f"{1000 * statistics.median(ordered):.0f}",
+                    f"{1000 * ordered[int(0.99 * (len(ordered) - 1))]:.0f}",
+                    str(errors),
+                ]
+            )
+            print(" | ".join(rows[-1]), flush=True)
+        soak = ""
+        if args.soak_seconds:
+            before = rss_mb(server.pid)
+            results = context.Queue()
+            generator = context.Process(
+                target=_load, args=(f"{url}/v1/classify", 8, args.soak_seconds, images, results)
+            )
+            generator.start()
+            latencies, errors, _ = results.get()
+            generator.join()
+            after = rss_mb(server.pid)
+            soak = (
+                f"Soak: {args.soak_seconds:.0f} s at concurrency 8, {len(latencies)} requests, {errors} errors; "
+                f"server RSS {before:.0f} MB -> {after:.0f} MB ({100 * (after - before) / before:+.1f}%)."
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    text = "\n".join(
+        [
+            f"Machine: {machine()}",
+            f"Model: {args.model or 'vit_tiny_patch16_384 (random weights)'}, runtime {runtime}",
+            "",
+            table(
+                ["path", "concurrency", "img/s", "x offline", "p50 ms", "p99 ms", "errors"], rows
+            ),
+            "",
+            *([soak] if soak else []),
+        ]
+    )
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
