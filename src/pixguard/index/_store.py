@@ -22,6 +22,7 @@ from .._exceptions import IndexStoreError
 
 __all__ = ["Entry", "MetadataStore", "NewEntry"]
 
+_IN_CHUNK = 500
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -115,6 +116,16 @@ class MetadataStore:
     def close(self) -> None:
         self._db.close()
 
+    def _rows_in(self, columns: str, key: str, values: list[Any]) -> Iterator[sqlite3.Row]:
+        """Rows of ``entries`` whose ``key`` is in ``values``, queried in chunks that
+        stay under SQLite's limit on bound parameters."""
+        for start in range(0, len(values), _IN_CHUNK):
+            chunk = values[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            yield from self._db.execute(
+                f"SELECT {columns} FROM entries WHERE {key} IN ({marks})", chunk
+            )
+
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row["value"]
@@ -123,14 +134,7 @@ class MetadataStore:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def existing_hashes(self, hashes: Iterable[str]) -> set[str]:
-        hashes = list(hashes)
-        found: set[str] = set()
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT sha256 FROM entries WHERE sha256 IN ({marks})", chunk)
-            found.update(row["sha256"] for row in rows)
-        return found
+        return {row["sha256"] for row in self._rows_in("sha256", "sha256", list(hashes))}
 
     def add(self, entries: list[NewEntry], model: str) -> list[int]:
         """Insert in one transaction; returns the new ids. Known hashes are skipped
@@ -177,15 +181,10 @@ class MetadataStore:
         return 0 if row is None else int(row[0])
 
     def vectors(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
-        found = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                f"SELECT id, vector FROM entries WHERE id IN ({marks})", chunk
-            ):
-                found[row["id"]] = np.frombuffer(row["vector"], dtype=np.float32, count=dim)
-        return found
+        return {
+            row["id"]: np.frombuffer(row["vector"], dtype=np.float32, count=dim)
+            for row in self._rows_in("id, vector", "id", list(ids))
+        }
 
     def remove(self, ids: Iterable[int]) -> int:
         ids = list(ids)
@@ -204,14 +203,7 @@ class MetadataStore:
         return removed
 
     def entries(self, ids: Iterable[int]) -> dict[int, Entry]:
-        ids = list(ids)
-        found: dict[int, Entry] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"SELECT * FROM entries WHERE id IN ({marks})", chunk):
-                found[row["id"]] = _entry(row)
-        return found
+        return {row["id"]: _entry(row) for row in self._rows_in("*", "id", list(ids))}
 
     def vector(self, entry_id: int, dim: int) -> np.ndarray | None:
         row = self._db.execute("SELECT vector FROM entries WHERE id = ?", (entry_id,)).fetchone()
@@ -247,14 +239,7 @@ class MetadataStore:
         return groups
 
     def by_sha(self, hashes: Iterable[str]) -> dict[str, Entry]:
-        hashes = list(hashes)
-        found: dict[str, Entry] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"SELECT * FROM entries WHERE sha256 IN ({marks})", chunk):
-                found[row["sha256"]] = _entry(row)
-        return found
+        return {row["sha256"]: _entry(row) for row in self._rows_in("*", "sha256", list(hashes))}
 
     def count(self, label: str | None = None) -> int:
         if label is None:
