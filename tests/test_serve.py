@@ -349,3 +349,53 @@ def test_sigterm_drains_in_flight_requests(tmp_path, full_vit_folder):
         statuses = [f.result().status_code for f in futures]
     assert statuses == [200] * 6
     assert server.stop()
+
+
+def test_client_disconnecting_mid_upload_costs_nothing(server):
+    before = httpx.get(f"{server.url}/v1/decisions", params={"limit": 1000}).json()["decisions"]
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(
+                b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 200000\r\n\r\n" + b"\xff" * 1000
+            )
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    ok = httpx.post(
+        f"{server.url}/v1/classify", content=_jpeg(11), headers={"content-type": "image/jpeg"}
+    )
+    assert ok.status_code == 200
+    after = httpx.get(f"{server.url}/v1/decisions", params={"limit": 1000}).json()["decisions"]
+    assert len(after) == len(before) + 1  # the abandoned uploads left no decision
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert "pixguard_queue_depth 0.0" in metrics
+
+
+def test_index_routes(tmp_path, tiny_vit_folder):
+    server = Server(
+        tmp_path,
+        "--model",
+        str(tiny_vit_folder),
+        "--runtime",
+        "torch",
+        "--index",
+        str(tmp_path / "idx"),
+    )
+    try:
+        headers = {"content-type": "image/jpeg"}
+        added = httpx.post(
+            f"{server.url}/v1/index/add", params={"tags": "a,b"}, content=_jpeg(21), headers=headers
+        )
+        assert added.status_code == 200, added.text
+        assert added.json()["added"] == 1
+        again = httpx.post(f"{server.url}/v1/index/add", content=_jpeg(21), headers=headers).json()
+        assert again["duplicates"] == 1
+        httpx.post(f"{server.url}/v1/index/add", content=_jpeg(22), headers=headers)
+        hits = httpx.post(
+            f"{server.url}/v1/index/search", params={"k": 2}, content=_jpeg(21), headers=headers
+        ).json()["hits"]
+        assert hits[0]["id"] == 1
+        assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+        assert hits[0]["tags"] == ["a", "b"]
+    finally:
+        assert server.stop()
