@@ -72,7 +72,9 @@ class MicroBatcher:
             if first is None:
                 break
             batch = [first]
-            deadline = time.monotonic() + self._max_wait_s
+            # Wait for a batch to fill only while requests are arriving: a lone
+            # request (an idle service) runs at once, with no added latency.
+            deadline = time.monotonic() + (self._max_wait_s if not self._queue.empty() else 0.0)
             while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
