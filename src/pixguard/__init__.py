@@ -5,8 +5,6 @@
 >>> classifier.predict(["photo.jpg"])[0].nsfw_score   # doctest: +SKIP
 """
 
-from importlib import metadata as _metadata
-
 from ._exceptions import (
     DatasetError,
     EmptyImageError,
@@ -38,14 +36,10 @@ from ._exceptions import (
     UnsafeWeightsError,
     UnsupportedFormatError,
 )
+from ._version import __version__
 from .classify import Classifier, Prediction
 from .images import DecodeLimits, Preprocessing
 from .models import DEFAULT_MODEL, ModelSpec, get_model_spec, list_models, register_model
-
-try:
-    __version__ = _metadata.version("pixguard")
-except _metadata.PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0+unknown"
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import __version__
 from .._exceptions import PixguardError
+from .._version import __version__
 from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction
 from ..export import export_model
 from ..images import DecodeLimits

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from .._exceptions import ExportError, ImageError, ParityError
+from .._version import __version__
 from ..images import DecodeLimits, ImageInput, load_image, preprocess
 from ..models import ModelSpec, read_config, resolve_model, spec_from_config
 from ..runtimes import ARTIFACT_FILES, ModelArtifacts, ParityReport, check_parity

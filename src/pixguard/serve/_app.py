@@ -37,6 +37,7 @@ from .._exceptions import (
     ImageTooLargeError,
     PixguardError,
 )
+from .._version import __version__
 from ..classify import Classifier, Prediction
 from ..images import DecodeLimits
 from ..index import Index
@@ -334,7 +335,7 @@ def create_app(
             classifier.close()
             logger.info(json.dumps({"event": "stopped", "drained": True}))
 
-    app = FastAPI(title="pixguard", version=_version(), lifespan=lifespan)
+    app = FastAPI(title="pixguard", version=__version__, lifespan=lifespan)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -580,12 +581,6 @@ def create_app(
         }
 
     return app
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 # A 1x1 PNG: decoded and classified once at start-up so the first request is warm.
