@@ -35,6 +35,8 @@ EXPECTED_CODES = {
     "ExportError": "export_failed",
     "IndexStoreError": "index_error",
     "DatasetError": "dataset_invalid",
+    "GenerationError": "generation_invalid",
+    "PromptRefusedError": "prompt_refused",
     "TrainingError": "training_failed",
     "IndexModelMismatchError": "index_model_mismatch",
     "IndexEntryNotFoundError": "index_entry_not_found",

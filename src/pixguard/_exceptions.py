@@ -28,6 +28,8 @@ without parsing messages.
     ├── ExportError                     export_failed
     ├── DatasetError                    dataset_invalid
     ├── TrainingError                   training_failed
+    ├── GenerationError                 generation_invalid
+    │   └── PromptRefusedError          prompt_refused
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
@@ -43,6 +45,7 @@ __all__ = [
     "DatasetError",
     "EmptyImageError",
     "ExportError",
+    "GenerationError",
     "ImageDecodeError",
     "ImageError",
     "ImageNotFoundError",
@@ -63,6 +66,7 @@ __all__ = [
     "ParityError",
     "PixguardError",
     "PolicyError",
+    "PromptRefusedError",
     "RuntimeUnavailableError",
     "TooManyPixelsError",
     "TrainingError",
@@ -201,6 +205,18 @@ class DatasetError(PixguardError):
 
 class TrainingError(PixguardError):
     code = "training_failed"
+
+
+class GenerationError(PixguardError):
+    """Generation parameters or the generation model cannot be used."""
+
+    code = "generation_invalid"
+
+
+class PromptRefusedError(GenerationError):
+    """The prompt matched the configured screening list; nothing was computed."""
+
+    code = "prompt_refused"
 
 
 class IndexStoreError(PixguardError):

@@ -1,0 +1,120 @@
+"""The safety gate: every generated image is classified before it leaves."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from PIL import Image, ImageFilter
+
+from ..classify import Classifier
+
+__all__ = ["GateAction", "GateDecision", "SafetyGate"]
+
+logger = logging.getLogger("pixguard.generate")
+GateAction = Literal["block", "blur", "allow-flagged"]
+#: Blur radius as a fraction of the longer side: nothing recognisable survives.
+BLUR_FRACTION = 0.08
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate did with one image. ``image`` is None when it was blocked."""
+
+    decision: Literal["allowed", "blocked", "blurred", "allowed-flagged"]
+    nsfw_score: float | None
+    model: str
+    threshold: float
+    reason: str | None
+    image: Image.Image | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "nsfw_score": self.nsfw_score,
+            "safety_model": self.model,
+            "threshold": self.threshold,
+            "reason": self.reason,
+        }
+
+
+class SafetyGate:
+    """Classifies images with a pixguard Classifier and applies the policy action.
+
+    It fails closed: when the classifier fails on an image, for any reason, the
+    image is blocked.
+    """
+
+    def __init__(self, classifier: Classifier, *, action: GateAction = "block") -> None:
+        if action not in ("block", "blur", "allow-flagged"):
+            raise ValueError(f"unknown safety action {action!r}")
+        if action == "allow-flagged":
+            logger.warning(
+                "SAFETY GATE OPT-OUT: images scored above the threshold WILL be returned "
+                "(--safety-action allow-flagged). Every such image is logged."
+            )
+        self.classifier = classifier
+        self.action = action
+
+    def check(self, images: list[Image.Image]) -> list[GateDecision]:
+        name, threshold = self.classifier.name, self.classifier.threshold
+        try:
+            predictions = self.classifier.predict(images)
+        except Exception as exc:
+            return [
+                GateDecision(
+                    "blocked", None, name, threshold, f"safety classifier failed: {exc}", None
+                )
+                for _ in images
+            ]
+        decisions = []
+        for image, prediction in zip(images, predictions, strict=True):
+            if not prediction.ok or prediction.nsfw_score is None:
+                reason = f"safety classifier failed: {prediction.error}"
+                decisions.append(GateDecision("blocked", None, name, threshold, reason, None))
+            elif prediction.nsfw_score < threshold:
+                decisions.append(
+                    GateDecision("allowed", prediction.nsfw_score, name, threshold, None, image)
+                )
+            elif self.action == "blur":
+                radius = max(image.size) * BLUR_FRACTION
+                blurred = image.filter(ImageFilter.GaussianBlur(radius))
+                decisions.append(
+                    GateDecision(
+                        "blurred",
+                        prediction.nsfw_score,
+                        name,
+                        threshold,
+                        "nsfw score above the threshold",
+                        blurred,
+                    )
+                )
+            elif self.action == "allow-flagged":
+                logger.warning(
+                    "returning a flagged image (nsfw_score %.3f >= %.3f)",
+                    prediction.nsfw_score,
+                    threshold,
+                )
+                decisions.append(
+                    GateDecision(
+                        "allowed-flagged",
+                        prediction.nsfw_score,
+                        name,
+                        threshold,
+                        "nsfw score above the threshold; allowed by opt-out",
+                        image,
+                    )
+                )
+            else:
+                decisions.append(
+                    GateDecision(
+                        "blocked",
+                        prediction.nsfw_score,
+                        name,
+                        threshold,
+                        "nsfw score above the threshold",
+                        None,
+                    )
+                )
+        return decisions

@@ -1,0 +1,232 @@
+"""Safe generation on a tiny random SD3 pipeline built and saved by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixguard import Classifier, GenerationError, PromptRefusedError
+from pixguard.generate import Generator, SafetyGate
+
+
+def _tokenizer(folder: Path):
+    """A CLIP tokenizer from a small local vocabulary (no download)."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
+    for char in [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789"):
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(
+        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3(tmp_path_factory) -> Path:
+    """1-layer SD3 transformer, tiny VAE and CLIP encoders, no T5: a diffusers folder."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    folder = tmp_path_factory.mktemp("sd3")
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=1,
+        vocab_size=1000,
+        hidden_act="gelu",
+        projection_dim=32,
+    )
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    tokenizer = _tokenizer(folder / "vocab")
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipeline.save_pretrained(folder / "pipeline")
+    return folder / "pipeline"
+
+
+@pytest.fixture(scope="module")
+def safety(tiny_vit_folder) -> Classifier:
+    return Classifier.load(tiny_vit_folder, runtime="torch")
+
+
+def _generator(
+    tiny_sd3, tiny_vit_folder, threshold: float, action: str = "block", **kwargs
+) -> Generator:
+    classifier = Classifier.load(tiny_vit_folder, runtime="torch", threshold=threshold)
+    return Generator.load(tiny_sd3, classifier=classifier, safety_action=action, **kwargs)
+
+
+ARGS = {"steps": 2, "width": 32, "height": 32, "guidance": 5.0}
+
+
+def test_same_seed_same_image_and_png_metadata(tiny_sd3, tiny_vit_folder, tmp_path):
+    generator = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)
+    steps = []
+    first = generator(
+        "a red cat", seed=7, output_dir=tmp_path, on_step=lambda i, n: steps.append((i, n)), **ARGS
+    )
+    second = generator("a red cat", seed=7, **ARGS)
+    other = generator("a red cat", seed=8, **ARGS)
+    assert steps == [(1, 2), (2, 2)]
+    a, b, c = (np.asarray(r[0].image) for r in (first, second, other))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    saved = Image.open(first[0].path)
+    parameters = saved.text["parameters"]
+    assert parameters.startswith(
+        "a red cat\nNegative prompt: \nSteps: 2, Sampler: FlowMatchEulerDiscrete, CFG scale: 5.0, Seed: 7, Size: 32x32, Model: "
+    )
+    verdict = json.loads(saved.text["pixguard"])
+    assert verdict["decision"] == "allowed"
+    assert verdict["safety_model"] == str(tiny_vit_folder)
+    np.testing.assert_array_equal(np.asarray(saved.convert("RGB")), a)
+
+
+def test_parameters_are_validated(tiny_sd3, tiny_vit_folder):
+    generator = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)
+    with pytest.raises(GenerationError, match="multiples of 16"):
+        generator("x", **{**ARGS, "width": 30})
+    with pytest.raises(GenerationError, match="at least 1"):
+        generator("x", **{**ARGS, "steps": 0})
+    with pytest.raises(GenerationError, match="unknown variant"):
+        Generator.load("sd2-nope", classifier=Classifier.load(tiny_vit_folder, runtime="torch"))
+
+
+def test_gate_blocks_above_the_threshold_and_writes_nothing(tiny_sd3, tiny_vit_folder, tmp_path):
+    generator = _generator(tiny_sd3, tiny_vit_folder, threshold=0.0)  # every score is >= 0
+    results = generator("a cat", seed=1, output_dir=tmp_path, num_images=2, **ARGS)
+    assert [r.gate.decision for r in results] == ["blocked", "blocked"]
+    assert all(r.path is None and r.image is None for r in results)
+    assert all(r.gate.nsfw_score is not None for r in results)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gate_lets_images_below_the_threshold_through(tiny_sd3, tiny_vit_folder, safety):
+    generator = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)
+    result = generator("a cat", seed=3, **ARGS)[0]
+    assert result.gate.decision == "allowed"
+    assert result.gate.nsfw_score == pytest.approx(
+        safety.classify(result.image).nsfw_score, abs=1e-6
+    )
+
+
+def test_classifier_failure_blocks(tiny_sd3, tiny_vit_folder, tmp_path):
+    generator = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)
+
+    def broken(batch):
+        raise RuntimeError("classifier down")
+
+    generator.gate.classifier.runtime.run = broken
+    result = generator("a cat", seed=3, output_dir=tmp_path, **ARGS)[0]
+    assert result.gate.decision == "blocked"
+    assert "failed" in result.gate.reason
+    assert result.path is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_blur_never_writes_the_original(tiny_sd3, tiny_vit_folder, tmp_path):
+    original = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)("a cat", seed=5, **ARGS)[
+        0
+    ].image
+    blurred = _generator(tiny_sd3, tiny_vit_folder, threshold=0.0, action="blur")(
+        "a cat", seed=5, output_dir=tmp_path, **ARGS
+    )[0]
+    assert blurred.gate.decision == "blurred"
+    files = list(tmp_path.glob("*.png"))
+    assert files == [blurred.path]
+    written = np.asarray(Image.open(blurred.path).convert("RGB"), dtype=np.float32)
+    source = np.asarray(original, dtype=np.float32)
+    assert not np.array_equal(written, source)
+    assert written.std() < source.std()  # detail is gone
+
+
+def test_retry_blocked_tries_new_seeds(tiny_sd3, tiny_vit_folder):
+    generator = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)
+    scores = [generator("a cat", seed=s, **ARGS)[0].gate.nsfw_score for s in range(10, 16)]
+    cut = float(np.median(scores))
+    strict = _generator(tiny_sd3, tiny_vit_folder, threshold=cut)
+    results = strict("a cat", seed=10, num_images=2, retry_blocked=4, **ARGS)
+    allowed = [r for r in results if r.gate.decision == "allowed"]
+    assert len(allowed) == min(2, sum(s < cut for s in scores))
+    assert [r.seed for r in results] == list(range(10, 10 + len(results)))
+
+
+def test_prompt_screening_refuses_before_compute(tiny_sd3, tiny_vit_folder):
+    generator = _generator(
+        tiny_sd3, tiny_vit_folder, threshold=1.0, prompt_screen=["forbidden", "re:bad\\w+"]
+    )
+    calls = []
+    generator.pipeline.__call__  # noqa: B018 - the pipeline must not run
+    original = generator.pipeline
+
+    class Spy:
+        def __call__(self, *a, **k):
+            calls.append(1)
+            return original(*a, **k)
+
+    generator.pipeline = Spy()
+    for prompt in ("a FORBIDDEN cat", "badness"):
+        with pytest.raises(PromptRefusedError):
+            generator(prompt, **ARGS)
+    assert calls == []
+    assert generator("a fine cat", **ARGS)[0].gate.decision == "allowed"
+
+
+def test_allow_flagged_is_loud(tiny_vit_folder, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        SafetyGate(Classifier.load(tiny_vit_folder, runtime="torch"), action="allow-flagged")
+    assert "OPT-OUT" in caplog.text
