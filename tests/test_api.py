@@ -79,7 +79,9 @@ def test_error_to_dict_names_the_source():
         "pixguard.runtimes",
         "pixguard.classify",
         "pixguard.export",
+        "pixguard.generate",
         "pixguard.index",
+        "pixguard.serve",
         "pixguard.train",
         "pixguard.cli",
     ],
@@ -97,10 +99,12 @@ def test_public_names_do_not_leak_private_modules():
         "classify",
         "cli",
         "export",
+        "generate",
         "images",
         "index",
         "models",
         "runtimes",
+        "serve",
         "train",
     }
 

@@ -230,3 +230,41 @@ def test_allow_flagged_is_loud(tiny_vit_folder, caplog):
     with caplog.at_level(logging.WARNING):
         SafetyGate(Classifier.load(tiny_vit_folder, runtime="torch"), action="allow-flagged")
     assert "OPT-OUT" in caplog.text
+
+
+def test_cli_generate_json(tiny_sd3, tiny_vit_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from pixguard.cli import app
+
+    args = [
+        "generate",
+        "a cat",
+        "--variant",
+        str(tiny_sd3),
+        "--safety-model",
+        str(tiny_vit_folder),
+        "--steps",
+        "2",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--seed",
+        "4",
+        "-o",
+        str(tmp_path),
+        "--format",
+        "json",
+    ]
+    allowed = CliRunner().invoke(app, [*args, "--safety-threshold", "1.0", "--num-images", "2"])
+    assert allowed.exit_code == 0, allowed.output
+    rows = [json.loads(line) for line in allowed.stdout.splitlines()]
+    assert [r["seed"] for r in rows] == [4, 5]
+    assert all(r["decision"] == "allowed" and Path(r["path"]).is_file() for r in rows)
+    blocked = CliRunner().invoke(app, [*args, "--safety-threshold", "0.0"])
+    assert blocked.exit_code == 1
+    assert json.loads(blocked.stdout)["path"] is None
+    refused = CliRunner().invoke(app, [*args, "--screen", "cat"])
+    assert refused.exit_code == 2
+    assert "prompt_refused" in refused.output

@@ -30,6 +30,7 @@ from ._common import (
     progress_bar,
     stderr,
 )
+from ._generate import generate_command
 from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter, atomic_text_file
@@ -57,6 +58,7 @@ def _version(value: bool) -> None:
 app.add_typer(index_app, name="index")
 register_training(app)
 app.command("serve")(serve_command)
+app.command("generate")(generate_command)
 app.add_typer(keys_app, name="keys")
 
 
