@@ -46,14 +46,14 @@ def tiny_sd3(tmp_path_factory) -> Path:
     transformer = SD3Transformer2DModel(
         sample_size=32,
         patch_size=1,
-        in_channels=4,
+        in_channels=16,
         num_layers=1,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
         joint_attention_dim=32,
         pooled_projection_dim=64,
-        out_channels=4,
+        out_channels=16,
     )
     config = CLIPTextConfig(
         bos_token_id=0,
@@ -73,7 +73,7 @@ def tiny_sd3(tmp_path_factory) -> Path:
         out_channels=3,
         block_out_channels=(4,),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=16,
         norm_num_groups=1,
         use_quant_conv=False,
         use_post_quant_conv=False,
@@ -268,3 +268,112 @@ def test_cli_generate_json(tiny_sd3, tiny_vit_folder, tmp_path):
     refused = CliRunner().invoke(app, [*args, "--screen", "cat"])
     assert refused.exit_code == 2
     assert "prompt_refused" in refused.output
+
+
+@pytest.fixture(scope="module")
+def tiny_lora(tiny_sd3, tmp_path_factory) -> Path:
+    """A LoRA adapter for the tiny transformer, in diffusers/PEFT format, with
+    non-zero weights so that it visibly changes the output."""
+    import torch
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = SD3Transformer2DModel.from_pretrained(tiny_sd3, subfolder="transformer")
+    transformer.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in transformer.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+    folder = tmp_path_factory.mktemp("lora")
+    StableDiffusion3Pipeline.save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(transformer)
+    )
+    return folder
+
+
+def test_lora_changes_the_output_and_weight_zero_restores_it(tiny_sd3, tiny_vit_folder, tiny_lora):
+    plain = np.asarray(
+        _generator(tiny_sd3, tiny_vit_folder, 1.0)("a cat", seed=2, **ARGS)[0].image, np.float32
+    )
+    with_lora = _generator(tiny_sd3, tiny_vit_folder, 1.0, loras=[(tiny_lora, 1.0)])
+    changed = np.asarray(with_lora("a cat", seed=2, **ARGS)[0].image, np.float32)
+    assert np.abs(changed - plain).mean() > 1.0
+    muted = _generator(tiny_sd3, tiny_vit_folder, 1.0, loras=[(tiny_lora, 0.0)])
+    restored = np.asarray(muted("a cat", seed=2, **ARGS)[0].image, np.float32)
+    assert np.abs(restored - plain).max() <= 1.0
+
+
+def test_img2img_and_inpaint_run_through_the_gate(tiny_sd3, tiny_vit_folder, tmp_path):
+    generator = _generator(tiny_sd3, tiny_vit_folder, 1.0)
+    init = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    changed = generator(
+        "a cat", seed=1, init_image=init, strength=0.8, output_dir=tmp_path, **ARGS
+    )[0]
+    assert changed.gate.decision == "allowed"
+    assert changed.path is not None
+    inpainted = generator("a cat", seed=1, init_image=init, mask=mask, strength=0.8, **ARGS)[0]
+    assert inpainted.gate.decision == "allowed"
+    assert inpainted.image.size == (32, 32)
+    blocked = _generator(tiny_sd3, tiny_vit_folder, 0.0)(
+        "a cat", seed=1, init_image=init, mask=mask, **ARGS
+    )[0]
+    assert blocked.gate.decision == "blocked"
+    with pytest.raises(GenerationError, match="mask needs an init image"):
+        generator("a cat", mask=mask, **ARGS)
+
+
+def test_cli_lora_and_img2img_options(tiny_sd3, tiny_vit_folder, tiny_lora, tmp_path):
+    from typer.testing import CliRunner
+
+    from pixguard.cli import app
+    from pixguard.cli._generate import _lora_spec
+
+    assert _lora_spec("/a/b") == ("/a/b", 1.0)
+    assert _lora_spec("/a/b:0.5") == ("/a/b", 0.5)
+    assert _lora_spec("C:/x") == ("C:/x", 1.0)
+    init = tmp_path / "init.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+        init
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "a cat",
+            "--variant",
+            str(tiny_sd3),
+            "--safety-model",
+            str(tiny_vit_folder),
+            "--safety-threshold",
+            "1.0",
+            "--steps",
+            "2",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--lora",
+            f"{tiny_lora}:0.7",
+            "--init-image",
+            str(init),
+            "--strength",
+            "0.7",
+            "-o",
+            str(tmp_path / "out"),
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert Path(json.loads(result.stdout)["path"]).is_file()

@@ -15,6 +15,17 @@ from ._common import EXIT_SOME_INPUTS_FAILED, fail, progress_bar, stderr
 __all__ = ["generate_command"]
 
 
+def _lora_spec(item: str) -> tuple[str, float]:
+    """``PATH[:WEIGHT]``; a path may itself contain colons."""
+    path, separator, weight = item.rpartition(":")
+    if separator:
+        try:
+            return path, float(weight)
+        except ValueError:
+            pass
+    return item, 1.0
+
+
 def generate_command(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     variant: Annotated[
@@ -51,6 +62,17 @@ def generate_command(
         list[str] | None,
         typer.Option(help="Refuse prompts with this term (or re:REGEX); repeatable."),
     ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(help="LoRA adapter PATH[:WEIGHT] (diffusers/PEFT format); repeatable."),
+    ] = None,
+    init_image: Annotated[Path | None, typer.Option(help="img2img: start from this image.")] = None,
+    strength: Annotated[
+        float, typer.Option(help="img2img/inpaint: how much to change (0-1].")
+    ] = 0.6,
+    mask: Annotated[
+        Path | None, typer.Option(help="Inpaint where this mask is white (needs --init-image).")
+    ] = None,
     drop_t5: Annotated[bool, typer.Option(help="Skip the T5 text encoder (less memory).")] = False,
     cpu_offload: Annotated[
         bool, typer.Option(help="Model CPU offload (GPU memory saver).")
@@ -66,6 +88,7 @@ def generate_command(
     before it is written, and the gate fails closed."""
     from ..generate import Generator
 
+    adapters = [_lora_spec(item) for item in lora or []]
     try:
         generator = Generator.load(
             variant,
@@ -78,6 +101,7 @@ def generate_command(
             cpu_offload=cpu_offload,
             vae_tiling=vae_tiling,
             prompt_screen=screen or [],
+            loras=adapters,
         )
         with progress_bar(stderr.is_terminal, "generating") as bar:
             task = bar.add_task("steps", total=None)
@@ -93,6 +117,9 @@ def generate_command(
                 output_dir=output,
                 retry_blocked=retry_blocked,
                 on_step=lambda done, total: bar.update(task, completed=done, total=total),
+                init_image=init_image,
+                strength=strength,
+                mask=mask,
             )
     except (PixguardError, ValueError) as exc:
         raise fail(exc if isinstance(exc, PixguardError) else PixguardError(str(exc))) from None

@@ -103,9 +103,13 @@ class Generator:
         cpu_offload: bool = False,
         vae_tiling: bool = False,
         prompt_screen: Sequence[str] = (),
+        loras: Sequence[tuple[str | os.PathLike[str], float]] = (),
     ) -> Generator:
         """Load a registry variant (Hub id; gated: log in or set HF_TOKEN) or a local
-        diffusers folder. The safety classifier loads first: no gate, no generator."""
+        diffusers folder. The safety classifier loads first: no gate, no generator.
+
+        ``loras`` are (path, weight) pairs of LoRA adapters in diffusers/PEFT format,
+        active together, each at its own weight."""
         import torch
         from diffusers import StableDiffusion3Pipeline
 
@@ -147,6 +151,18 @@ class Generator:
             pipeline.to(target)
         if vae_tiling:
             pipeline.vae.enable_tiling()
+        if loras:
+            names = []
+            for position, (path, _) in enumerate(loras):
+                name = f"lora{position}"
+                try:
+                    pipeline.load_lora_weights(os.fspath(path), adapter_name=name)
+                except (OSError, ValueError) as exc:
+                    raise GenerationError(
+                        f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
+                    ) from exc
+                names.append(name)
+            pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
         pipeline.set_progress_bar_config(disable=True)
         return cls(
             pipeline,
@@ -155,6 +171,24 @@ class Generator:
             variant=spec,
             prompt_screen=prompt_screen,
         )
+
+    def _image_pipeline(
+        self, init_image: Any, mask: Any, strength: float, width: int, height: int
+    ) -> tuple[Any, dict[str, Any]]:
+        """The img2img or inpaint pipeline sharing this pipeline's components."""
+        from diffusers import StableDiffusion3Img2ImgPipeline, StableDiffusion3InpaintPipeline
+
+        if not 0.0 < strength <= 1.0:
+            raise GenerationError("strength must be in (0, 1]")
+        image = _load_input_image(init_image, width, height)
+        if mask is None:
+            return StableDiffusion3Img2ImgPipeline.from_pipe(self.pipeline), {
+                "image": image,
+                "strength": strength,
+            }
+        mask_image = _load_input_image(mask, width, height).convert("L")
+        inpaint = StableDiffusion3InpaintPipeline.from_pipe(self.pipeline)
+        return inpaint, {"image": image, "mask_image": mask_image, "strength": strength}
 
     def _check_size(self, width: int, height: int) -> None:
         if width <= 0 or height <= 0 or width % _SIZE_MULTIPLE or height % _SIZE_MULTIPLE:
@@ -185,9 +219,15 @@ class Generator:
         output_dir: str | os.PathLike[str] | None = None,
         retry_blocked: int = 0,
         on_step: Callable[[int, int], None] | None = None,
+        init_image: Any = None,
+        strength: float = 0.6,
+        mask: Any = None,
     ) -> list[GeneratedImage]:
         """Generate ``num_images`` images (seeds ``seed``, ``seed+1``, ...), each through
-        the gate; with ``retry_blocked`` N, up to N more seeds replace blocked ones."""
+        the gate; with ``retry_blocked`` N, up to N more seeds replace blocked ones.
+
+        With ``init_image`` (a path or PIL image) this is img2img at ``strength``;
+        with a ``mask`` as well (white = repaint), inpainting."""
         import torch
 
         _screen(prompt, self.prompt_screen)
@@ -206,7 +246,12 @@ class Generator:
             )
         seed = secrets.randbits(31) if seed is None else seed
         extra: dict[str, Any] = {}
-        if defaults and defaults.skip_layer_guidance:
+        pipeline = self.pipeline
+        if init_image is not None:
+            pipeline, extra = self._image_pipeline(init_image, mask, strength, width, height)
+        elif mask is not None:
+            raise GenerationError("a mask needs an init image (inpainting)")
+        elif defaults and defaults.skip_layer_guidance:
             extra["skip_guidance_layers"] = list(defaults.skip_layer_guidance)
         results: list[GeneratedImage] = []
         safe = attempt = 0
@@ -221,7 +266,7 @@ class Generator:
                     on_step(step + 1, steps)
                 return kwargs
 
-            output = self.pipeline(
+            output = pipeline(
                 prompt,
                 negative_prompt=negative_prompt,
                 num_inference_steps=steps,
@@ -247,6 +292,13 @@ class Generator:
             if decision.image is not None:
                 safe += 1
         return results
+
+
+def _load_input_image(value: Any, width: int, height: int) -> Any:
+    from ..images import load_image
+
+    image = value.convert("RGB") if hasattr(value, "convert") else load_image(value).frames[0]
+    return image.resize((width, height))
 
 
 def _write_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
