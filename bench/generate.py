@@ -1,0 +1,192 @@
+"""Benchmark generation: pixguard's Generator against calling the diffusers pipeline
+directly, in the same run, with the gate's own classification time shown apart.
+
+Here (CPU) it uses a tiny random SD3 pipeline, so it measures pixguard's overhead;
+on a GPU machine pass ``--variant`` (a registry name or folder) for real figures.
+
+    python bench/generate.py [--variant FOLDER|sd3.5-medium] [--size 64] [--steps 4] [--images 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine, table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def tiny_pipeline(folder: Path) -> Path:
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
+    for char in [chr(c) for c in range(97, 123)]:
+        vocab.setdefault(char, len(vocab))
+        vocab.setdefault(char + "</w>", len(vocab))
+    (folder / "vocab").mkdir(parents=True)
+    (folder / "vocab" / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "vocab" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(
+        str(folder / "vocab" / "vocab.json"),
+        str(folder / "vocab" / "merges.txt"),
+        model_max_length=77,
+    )
+    torch.manual_seed(0)
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=1,
+        vocab_size=1000,
+        projection_dim=32,
+    )
+    pipeline = StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel(
+            sample_size=32,
+            patch_size=2,
+            in_channels=16,
+            num_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=4,
+            caption_projection_dim=64,
+            joint_attention_dim=64,
+            pooled_projection_dim=64,
+            out_channels=16,
+        ),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            layers_per_block=1,
+            latent_channels=16,
+            norm_num_groups=4,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+        ),
+        text_encoder=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipeline.save_pretrained(folder / "pipeline")
+    return folder / "pipeline"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--variant", help="registry name or diffusers folder (default: a tiny random pipeline)"
+    )
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--safety-model", default="opennsfw")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+
+    import torch
+
+    from pixguard import Classifier
+    from pixguard.generate import Generator
+
+    work = Path(tempfile.mkdtemp(prefix="pixguard-bench-gen-"))
+    os.environ.setdefault("PIXGUARD_CACHE_DIR", str(work / "cache"))
+    variant = args.variant or str(tiny_pipeline(work))
+    classifier = Classifier.load(args.safety_model)
+    generator = Generator.load(variant, classifier=classifier)
+    pipeline = generator.pipeline
+    call = {
+        "num_inference_steps": args.steps,
+        "width": args.size,
+        "height": args.size,
+        "guidance_scale": 4.5,
+    }
+
+    def direct(seed: int):
+        return pipeline("a cat", generator=torch.Generator("cpu").manual_seed(seed), **call).images[
+            0
+        ]
+
+    def gated(seed: int):
+        return generator(
+            "a cat",
+            seed=seed,
+            steps=args.steps,
+            width=args.size,
+            height=args.size,
+            guidance=4.5,
+            output_dir=work / "out",
+        )
+
+    direct(0)
+    gated(0)
+    timings: dict[str, list[float]] = {
+        "diffusers pipeline, direct": [],
+        "pixguard Generator (gate + PNG)": [],
+        "gate classification alone": [],
+    }
+    for seed in range(1, args.images + 1):  # interleaved, so drift hits both alike
+        start = time.perf_counter()
+        image = direct(seed)
+        timings["diffusers pipeline, direct"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        gated(seed)
+        timings["pixguard Generator (gate + PNG)"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        classifier.predict([image])
+        timings["gate classification alone"].append(time.perf_counter() - start)
+    base = statistics.median(timings["diffusers pipeline, direct"])
+    gate = statistics.median(timings["gate classification alone"])
+    ours = statistics.median(timings["pixguard Generator (gate + PNG)"])
+    rows = [
+        [name, f"{statistics.median(values):.3f}", f"{statistics.median(values) / base:.3f}"]
+        for name, values in timings.items()
+    ]
+    overhead = (ours - base - gate) / base
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    text = "\n".join(
+        [
+            f"Machine: {machine()}",
+            f"Variant: {args.variant or 'tiny random SD3 pipeline'}, {args.size}x{args.size}, "
+            f"{args.steps} steps; safety model {classifier.name} ({classifier.runtime_name})",
+            "",
+            table(["path", "s/image (median)", "x direct"], rows),
+            "",
+            f"pixguard's overhead beyond the gate's own classification: {100 * overhead:+.1f}% of the direct call. "
+            f"Peak process memory: {peak:.0f} MB.",
+        ]
+    )
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
