@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
 import os
 import signal
@@ -397,5 +398,97 @@ def test_index_routes(tmp_path, tiny_vit_folder):
         assert hits[0]["id"] == 1
         assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
         assert hits[0]["tags"] == ["a", "b"]
+    finally:
+        assert server.stop()
+
+
+def test_generation_jobs(tmp_path, tiny_vit_folder):
+    from tests.helpers import build_tiny_sd3
+
+    pipeline = build_tiny_sd3(tmp_path / "sd3")
+    server = Server(
+        tmp_path,
+        "--model",
+        str(tiny_vit_folder),
+        "--runtime",
+        "torch",
+        "--generate-variant",
+        str(pipeline),
+        env={"PIXGUARD_THRESHOLD": "1.0"},
+    )
+    try:
+        body = {
+            "prompt": "a cat",
+            "steps": 3,
+            "width": 32,
+            "height": 32,
+            "seed": 9,
+            "num_images": 2,
+        }
+        created = httpx.post(f"{server.url}/v1/generate", json=body)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        events = []
+        with httpx.stream("GET", f"{server.url}/v1/jobs/{job_id}/events", timeout=120) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+        assert events[-1]["status"] == "done"
+        assert any(e["status"] == "running" and e["step"] > 0 for e in events)
+        job = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
+        assert [r["seed"] for r in job["results"]] == [9, 10]
+        assert all(r["decision"] == "allowed" for r in job["results"])
+        png = httpx.get(f"{server.url}{job['results'][0]['image']}")
+        assert png.status_code == 200
+        assert "Seed: 9" in Image.open(io.BytesIO(png.content)).text["parameters"]
+
+        slow = httpx.post(
+            f"{server.url}/v1/generate", json={**body, "steps": 200, "num_images": 1}
+        ).json()
+        time.sleep(0.5)
+        cancelled = httpx.delete(f"{server.url}/v1/jobs/{slow['id']}")
+        assert cancelled.status_code == 200
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{server.url}/v1/jobs/{slow['id']}").json()["status"] not in (
+            "cancelled",
+            "done",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert httpx.get(f"{server.url}/v1/jobs/{slow['id']}").json()["status"] == "cancelled"
+        assert httpx.get(f"{server.url}/v1/jobs/nope").status_code == 404
+        invalid = httpx.post(f"{server.url}/v1/generate", json={"prompt": ""})
+        assert invalid.status_code == 422
+    finally:
+        assert server.stop()
+
+
+def test_blocked_generation_keeps_no_image(tmp_path, tiny_vit_folder):
+    from tests.helpers import build_tiny_sd3
+
+    pipeline = build_tiny_sd3(tmp_path / "sd3")
+    server = Server(
+        tmp_path,
+        "--model",
+        str(tiny_vit_folder),
+        "--runtime",
+        "torch",
+        "--generate-variant",
+        str(pipeline),
+        env={"PIXGUARD_THRESHOLD": "0.0"},
+    )
+    try:
+        job_id = httpx.post(
+            f"{server.url}/v1/generate",
+            json={"prompt": "a cat", "steps": 2, "width": 32, "height": 32},
+        ).json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := httpx.get(f"{server.url}/v1/jobs/{job_id}").json())["status"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert job["results"][0]["decision"] == "blocked"
+        assert job["results"][0]["image"] is None
+        assert httpx.get(f"{server.url}/v1/jobs/{job_id}/images/0").status_code == 404
+        assert not list((server.data / "generated").rglob("*.png"))
     finally:
         assert server.stop()

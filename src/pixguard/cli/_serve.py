@@ -52,6 +52,9 @@ def serve_command(
         str | None, typer.Option(help="auto (keys required off loopback), on or off.")
     ] = None,
     index: Annotated[Path | None, typer.Option(help="Serve /v1/index/* over this index.")] = None,
+    generate_variant: Annotated[
+        str | None, typer.Option(help="Serve /v1/generate with this SD3.5 variant or folder.")
+    ] = None,
     bank: Annotated[
         Path | None, typer.Option(help="Check every image against this known-bad bank.")
     ] = None,
@@ -78,6 +81,7 @@ def serve_command(
             "auth": auth,
             "index": index,
             "bank": bank,
+            "generate_variant": generate_variant,
             "config_file": config,
         }.items()
         if v is not None

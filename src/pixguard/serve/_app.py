@@ -31,6 +31,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
 
 from .._exceptions import (
     ImageError,
@@ -44,6 +46,7 @@ from ..index import Index
 from ..models import list_models
 from ._audit import AuditLog
 from ._batcher import MicroBatcher, QueueFullError
+from ._jobs import TERMINAL, JobQueue
 from ._keys import ApiKey, KeyStore
 from ._settings import ServeSettings
 
@@ -133,6 +136,7 @@ class ServiceState:
     index: Index | None = None
     bank: Index | None = None
     index_lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: JobQueue | None = None
     ready: bool = False
 
 
@@ -307,6 +311,22 @@ def create_app(
             index=Index.open(settings.index) if settings.index else None,
             bank=Index.open(settings.bank, create=False) if settings.bank else None,
         )
+        if settings.generate_variant:
+            from ..generate import Generator, SafetyGate
+
+            # The gate is the service's own classifier: one model decides everything.
+            generator = await loop.run_in_executor(
+                None,
+                lambda: Generator.load(
+                    settings.generate_variant,
+                    classifier=classifier,
+                    safety_action=settings.generate_safety_action,
+                ),
+            )
+            generator.gate = SafetyGate(classifier, action=settings.generate_safety_action)
+            service.jobs = JobQueue(
+                generator, settings.data_dir / "generated", max_queued=settings.generate_queue_size
+            )
         app.state.service = service
         # Warm up: the first real request must not pay for lazy initialisation.
         await loop.run_in_executor(None, classifier.predict, [bytes(_WARMUP_PNG)])
@@ -326,6 +346,8 @@ def create_app(
         finally:
             service.ready = False
             await loop.run_in_executor(None, batcher.close)  # finishes accepted work
+            if service.jobs is not None:
+                await loop.run_in_executor(None, service.jobs.close)
             service.decode_pool.shutdown(wait=True)
             for store in (service.index, service.bank):
                 if store is not None:
@@ -580,7 +602,85 @@ def create_app(
             **await asyncio.get_running_loop().run_in_executor(None, add),
         }
 
+    def _jobs(service: ServiceState) -> JobQueue:
+        if service.jobs is None:
+            raise ServiceError(
+                404, "no_generator", "the service runs without generation (--generate-variant)"
+            )
+        return service.jobs
+
+    def _job(service: ServiceState, job_id: str) -> Any:
+        job = _jobs(service).get(job_id)
+        if job is None:
+            raise ServiceError(404, "job_not_found", f"no job {job_id}")
+        return job
+
+    @app.post("/v1/generate", status_code=202)
+    async def generate(
+        request: GenerateRequest, service: Service, caller: Caller
+    ) -> dict[str, Any]:
+        """Queue a generation job; every image it returns has passed the safety gate."""
+        jobs = _jobs(service)
+        try:
+            job = jobs.submit(request.model_dump(exclude_none=True))
+        except QueueFullError as exc:
+            raise ServiceError(429, "queue_full", str(exc), {"Retry-After": "5"}) from None
+        return {"id": job.id, "status": job.status, "events": f"/v1/jobs/{job.id}/events"}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job_status(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
+        return _job(service, job_id).to_dict()
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def job_cancel(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
+        _job(service, job_id)
+        return _jobs(service).cancel(job_id).to_dict()  # type: ignore[union-attr]
+
+    @app.get("/v1/jobs/{job_id}/events")
+    async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
+        """Server-sent events: the job's state at every step, until it ends."""
+        from fastapi.responses import StreamingResponse
+
+        job, jobs = _job(service, job_id), _jobs(service)
+
+        async def stream() -> AsyncIterator[bytes]:
+            seen = -1
+            loop = asyncio.get_running_loop()
+            while True:
+                if job.version != seen:
+                    seen = job.version
+                    yield f"data: {json.dumps(job.to_dict())}\n\n".encode()
+                    if job.status in TERMINAL:
+                        return
+                await loop.run_in_executor(None, jobs.wait_change, job, seen, 1.0)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/v1/jobs/{job_id}/images/{position}")
+    async def job_image(job_id: str, position: int, service: Service, caller: Caller) -> Response:
+        from fastapi.responses import FileResponse
+
+        _job(service, job_id)
+        path = _jobs(service).image_path(job_id, position)
+        if path is None:
+            raise ServiceError(
+                404, "image_not_found", "no such image (blocked images are never kept)"
+            )
+        return FileResponse(path, media_type="image/png")
+
     return app
+
+
+class GenerateRequest(BaseModel):
+    prompt: str = PydanticField(min_length=1, max_length=2000)
+    negative_prompt: str | None = None
+    steps: int | None = PydanticField(None, ge=1, le=200)
+    guidance: float | None = PydanticField(None, ge=0.0, le=30.0)
+    width: int | None = PydanticField(None, ge=16, le=4096)
+    height: int | None = PydanticField(None, ge=16, le=4096)
+    seed: int | None = PydanticField(None, ge=0)
+    num_images: int = PydanticField(1, ge=1, le=8)
+    retry_blocked: int = PydanticField(0, ge=0, le=16)
 
 
 # A 1x1 PNG: decoded and classified once at start-up so the first request is warm.

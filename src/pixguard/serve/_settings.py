@@ -49,6 +49,13 @@ class ServeSettings(BaseSettings):
     store_images: bool = Field(False, description="Keep image bytes in the audit log.")
     index: Path | None = Field(None, description="An index for /v1/index/search and /v1/index/add.")
     bank: Path | None = Field(None, description="A known-bad bank checked on every classify.")
+    generate_variant: str | None = Field(
+        None, description="Serve /v1/generate with this SD3.5 variant or folder."
+    )
+    generate_safety_action: Literal["block", "blur", "allow-flagged"] = "block"
+    generate_queue_size: int = Field(
+        8, ge=1, description="Generation jobs waiting; beyond it, 429."
+    )
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod
