@@ -300,3 +300,12 @@ def test_cli_lora_and_img2img_options(tiny_sd3, tiny_vit_folder, tiny_lora, tmp_
     )
     assert result.exit_code == 0, result.output
     assert Path(json.loads(result.stdout)["path"]).is_file()
+
+
+def test_torch_compile_gives_the_same_image(tiny_sd3, tiny_vit_folder):
+    plain = _generator(tiny_sd3, tiny_vit_folder, 1.0)("a cat", seed=6, **ARGS)[0].image
+    compiled = _generator(tiny_sd3, tiny_vit_folder, 1.0, compile=True)("a cat", seed=6, **ARGS)[
+        0
+    ].image
+    difference = np.abs(np.asarray(plain, np.float32) - np.asarray(compiled, np.float32))
+    assert difference.max() <= 1.0  # one 8-bit level at most

@@ -78,6 +78,9 @@ def generate_command(
         bool, typer.Option(help="Model CPU offload (GPU memory saver).")
     ] = False,
     vae_tiling: Annotated[bool, typer.Option()] = False,
+    compile_transformer: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the transformer.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
     output_format: Annotated[
@@ -102,6 +105,7 @@ def generate_command(
             vae_tiling=vae_tiling,
             prompt_screen=screen or [],
             loras=adapters,
+            compile=compile_transformer,
         )
         with progress_bar(stderr.is_terminal, "generating") as bar:
             task = bar.add_task("steps", total=None)

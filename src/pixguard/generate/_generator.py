@@ -104,12 +104,14 @@ class Generator:
         vae_tiling: bool = False,
         prompt_screen: Sequence[str] = (),
         loras: Sequence[tuple[str | os.PathLike[str], float]] = (),
+        compile: bool = False,
     ) -> Generator:
         """Load a registry variant (Hub id; gated: log in or set HF_TOKEN) or a local
         diffusers folder. The safety classifier loads first: no gate, no generator.
 
         ``loras`` are (path, weight) pairs of LoRA adapters in diffusers/PEFT format,
-        active together, each at its own weight."""
+        active together, each at its own weight. ``compile`` runs the transformer
+        through ``torch.compile`` (a one-off compilation, then faster steps on GPUs)."""
         import torch
         from diffusers import StableDiffusion3Pipeline
 
@@ -163,6 +165,8 @@ class Generator:
                     ) from exc
                 names.append(name)
             pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
+        if compile:
+            pipeline.transformer = torch.compile(pipeline.transformer)
         pipeline.set_progress_bar_config(disable=True)
         return cls(
             pipeline,
