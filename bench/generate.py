@@ -1,7 +1,7 @@
 """Benchmark generation: pixguard's Generator against calling the diffusers pipeline
 directly, in the same run, with the gate's own classification time shown apart.
 
-Here (CPU) it uses a tiny random SD3 pipeline, so it measures pixguard's overhead;
+Here (CPU) it uses the tests' tiny random SD3 pipeline, so it measures pixguard's overhead;
 on a GPU machine pass ``--variant`` (a registry name or folder) for real figures.
 
     python bench/generate.py [--variant FOLDER|sd3.5-medium] [--size 64] [--steps 4] [--images 6]
@@ -10,7 +10,6 @@ on a GPU machine pass ``--variant`` (a registry name or folder) for real figures
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -25,76 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def tiny_pipeline(folder: Path) -> Path:
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+    """The tests' tiny random SD3 pipeline (tests/helpers.py), so both time the same thing."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.helpers import build_tiny_sd3
 
-    vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
-    for char in [chr(c) for c in range(97, 123)]:
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    (folder / "vocab").mkdir(parents=True)
-    (folder / "vocab" / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "vocab" / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(
-        str(folder / "vocab" / "vocab.json"),
-        str(folder / "vocab" / "merges.txt"),
-        model_max_length=77,
-    )
-    torch.manual_seed(0)
-    config = CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=2,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        pad_token_id=1,
-        vocab_size=1000,
-        projection_dim=32,
-    )
-    pipeline = StableDiffusion3Pipeline(
-        transformer=SD3Transformer2DModel(
-            sample_size=32,
-            patch_size=2,
-            in_channels=16,
-            num_layers=2,
-            attention_head_dim=16,
-            num_attention_heads=4,
-            caption_projection_dim=64,
-            joint_attention_dim=64,
-            pooled_projection_dim=64,
-            out_channels=16,
-        ),
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(8, 16),
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            layers_per_block=1,
-            latent_channels=16,
-            norm_num_groups=4,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            shift_factor=0.0609,
-            scaling_factor=1.5035,
-        ),
-        text_encoder=CLIPTextModelWithProjection(config),
-        tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(config),
-        tokenizer_2=tokenizer,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
-    pipeline.save_pretrained(folder / "pipeline")
-    return folder / "pipeline"
+    return build_tiny_sd3(folder)
 
 
 def main() -> None:
@@ -102,7 +36,7 @@ def main() -> None:
     parser.add_argument(
         "--variant", help="registry name or diffusers folder (default: a tiny random pipeline)"
     )
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--safety-model", default="opennsfw")
