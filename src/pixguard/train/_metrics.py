@@ -123,51 +123,46 @@ def save_curves(
     scores = np.asarray(scores, dtype=np.float64)
     folder.mkdir(parents=True, exist_ok=True)
     point = operating_point(truth, scores, threshold)
-    written = []
+    marker = {"color": "red", "zorder": 3, "label": f"threshold {threshold:.3f}"}
+
+    def figure(name: str, legend: str, draw: Any) -> Path:
+        fig, axes = plt.subplots(figsize=(5, 4), dpi=120)
+        draw(axes)
+        axes.legend(loc=legend)
+        axes.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(folder / name)
+        plt.close(fig)
+        return folder / name
 
     precision, recall, _ = pr_curve(truth, scores)
-    figure, axes = plt.subplots(figsize=(5, 4), dpi=120)
-    axes.plot(np.r_[0.0, recall], np.r_[1.0, precision], drawstyle="steps-post")
-    axes.scatter(
-        [point["recall"]],
-        [point["precision"]],
-        color="red",
-        zorder=3,
-        label=f"threshold {threshold:.3f}",
-    )
-    axes.set(
-        xlabel="recall (NSFW caught)",
-        ylabel="precision (flags that are NSFW)",
-        xlim=(0, 1.01),
-        ylim=(0, 1.01),
-        title=f"{title}: precision-recall",
-    )
-    axes.legend(loc="lower left")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(folder / "pr_curve.png")
-    plt.close(figure)
-    written.append(folder / "pr_curve.png")
-
     fpr, tpr = roc_curve(truth, scores)
     auc = roc_auc(truth, scores)
-    figure, axes = plt.subplots(figsize=(5, 4), dpi=120)
-    axes.plot(fpr, tpr, label=f"AUC {auc:.3f}" if auc is not None else None)
-    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    axes.scatter(
-        [point["fpr"]], [point["recall"]], color="red", zorder=3, label=f"threshold {threshold:.3f}"
-    )
-    axes.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title=f"{title}: ROC",
-    )
-    axes.legend(loc="lower right")
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(folder / "roc_curve.png")
-    plt.close(figure)
-    written.append(folder / "roc_curve.png")
-    return written
+
+    def draw_pr(axes: Any) -> None:
+        axes.plot(np.r_[0.0, recall], np.r_[1.0, precision], drawstyle="steps-post")
+        axes.scatter([point["recall"]], [point["precision"]], **marker)
+        axes.set(
+            xlabel="recall (NSFW caught)",
+            ylabel="precision (flags that are NSFW)",
+            xlim=(0, 1.01),
+            ylim=(0, 1.01),
+            title=f"{title}: precision-recall",
+        )
+
+    def draw_roc(axes: Any) -> None:
+        axes.plot(fpr, tpr, label=f"AUC {auc:.3f}" if auc is not None else None)
+        axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        axes.scatter([point["fpr"]], [point["recall"]], **marker)
+        axes.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            title=f"{title}: ROC",
+        )
+
+    return [
+        figure("pr_curve.png", "lower left", draw_pr),
+        figure("roc_curve.png", "lower right", draw_roc),
+    ]
