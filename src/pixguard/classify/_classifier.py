@@ -156,7 +156,7 @@ class Classifier:
             current = ahead
             ahead = self._decode_async(list(itertools.islice(iterator, batch_size)))
             prepared = [future.result() for future in current]
-            for prediction in self._infer(prepared, batch_size):
+            for prediction in self.predict_prepared(prepared, batch_size=batch_size):
                 if on_result is not None:
                     on_result(prediction)
                 yield prediction
@@ -165,15 +165,6 @@ class Classifier:
         """Decode and preprocess one input (never raises for a bad image: the error is
         kept). With :meth:`predict_prepared`, lets a service decode in parallel and
         batch inference across requests."""
-        return self._prepare(source)
-
-    def predict_prepared(
-        self, prepared: list[PreparedInput], *, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> list[Prediction]:
-        """One forward pass (per ``batch_size`` rows) over inputs from :meth:`prepare`."""
-        return self._infer(prepared, batch_size)
-
-    def _prepare(self, source: ImageInput) -> PreparedInput:
         name = describe_source(source)
         pp = self.spec.preprocessing
         try:
@@ -195,9 +186,12 @@ class Classifier:
     def _decode_async(self, items: list[ImageInput]) -> list[Future[PreparedInput]]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pixguard-decode")
-        return [self._pool.submit(self._prepare, item) for item in items]
+        return [self._pool.submit(self.prepare, item) for item in items]
 
-    def _infer(self, prepared: list[PreparedInput], batch_size: int) -> list[Prediction]:
+    def predict_prepared(
+        self, prepared: list[PreparedInput], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> list[Prediction]:
+        """One forward pass (per ``batch_size`` rows) over inputs from :meth:`prepare`."""
         rows = [array for item in prepared if item.inputs for array in item.inputs]
         probabilities, embeddings, failure = self._run_rows(rows, batch_size)
         results: list[Prediction] = []

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import PixguardError
+from .._files import atomic_text_file
 from .._version import __version__
 from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction
 from ..export import export_model
@@ -33,7 +34,7 @@ from ._common import (
 from ._generate import generate_command
 from ._index import index_app
 from ._inputs import expand_paths
-from ._output import EmbeddingWriter, OutputFormat, ResultWriter, atomic_text_file
+from ._output import EmbeddingWriter, OutputFormat, ResultWriter
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +17,7 @@ from rich.table import Table
 
 from ..classify import Prediction
 
-__all__ = ["EmbeddingWriter", "OutputFormat", "ResultWriter", "atomic_text_file"]
+__all__ = ["EmbeddingWriter", "OutputFormat", "ResultWriter"]
 
 
 class OutputFormat(StrEnum):
@@ -27,39 +25,6 @@ class OutputFormat(StrEnum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
-
-
-@contextmanager
-def atomic_text_file(path: Path) -> Iterator[IO[str]]:
-    """Write to a temporary file beside ``path`` and rename it into place on success,
-    so a crash never leaves a half-written result file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the try below
-        "w",
-        dir=path.parent,
-        prefix=f".{path.name}.",
-        suffix=".tmp",
-        delete=False,
-        encoding="utf-8",
-        newline="",
-    )
-    try:
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # Temporary files are private (0600); results get the usual permissions.
-        os.chmod(handle.name, 0o666 & ~_current_umask())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _csv_header(label_names: Sequence[str]) -> list[str]:

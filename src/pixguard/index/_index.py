@@ -20,6 +20,7 @@ from .._exceptions import (
     IndexStoreError,
     PixguardError,
 )
+from .._files import file_sha256
 from ..classify import Classifier, Prediction
 from ..images import ImageInput, describe_source
 from ._store import Entry, MetadataStore, NewEntry
@@ -102,14 +103,10 @@ class Cluster:
 def _sha256_of(source: ImageInput) -> str | None:
     """Hash of the encoded bytes, or None when the input has none (PIL, arrays)."""
     if isinstance(source, str | os.PathLike):
-        digest = hashlib.sha256()
         try:
-            with open(source, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
+            return file_sha256(source)
         except OSError:
             return None
-        return digest.hexdigest()
     if isinstance(source, bytes | bytearray | memoryview):
         return hashlib.sha256(source).hexdigest()
     return None

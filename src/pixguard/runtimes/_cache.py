@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,10 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cache_root", "cached_artifact", "file_digest", "read_json", "write_json_atomic"]
+__all__ = ["cache_root", "cached_artifact", "read_json"]
 
 _CACHE_ENV = "PIXGUARD_CACHE_DIR"
-_DIGEST_CHUNK = 1 << 20
 
 
 def cache_root() -> Path:
@@ -23,15 +21,6 @@ def cache_root() -> Path:
         return Path(os.environ[_CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "pixguard"
-
-
-def file_digest(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_DIGEST_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cached_artifact(key: str, build: Callable[[Path], None]) -> Path:
@@ -57,33 +46,9 @@ def cached_artifact(key: str, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # mkstemp files are private; the result keeps the file's previous mode, or
-        # the usual one for a new file.
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
-        os.chmod(name, mode)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

@@ -19,9 +19,10 @@ from .._exceptions import (
     PixguardError,
     RuntimeUnavailableError,
 )
+from .._files import file_sha256, write_json_atomic
 from ..models import ModelSpec, locate_folder, read_config, spec_from_config
 from ._base import Runtime
-from ._cache import cache_root, cached_artifact, file_digest, read_json, write_json_atomic
+from ._cache import cache_root, cached_artifact, read_json
 from ._parity import ParityReport, check_parity
 
 __all__ = [
@@ -115,7 +116,7 @@ class ModelArtifacts:
         files = [self.folder / "config.json", self.weights()]
         if self.loader == "openvino":
             files.append(self.folder / "model.bin")
-        return file_digest(*[path for path in files if path is not None and path.is_file()])
+        return file_sha256(*[path for path in files if path is not None and path.is_file()])
 
     def torch_fp32(self) -> Runtime:
         if self._torch is None:
@@ -202,6 +203,14 @@ def _open(artifacts: ModelArtifacts, kind: str, precision: str) -> Runtime:
     raise RuntimeUnavailableError(f"a {loader} model cannot run on {kind}", source=spec.name)
 
 
+#: The fp32 eager runtime of each loader: what every faster path is compared with.
+_REFERENCE_KIND = {"timm": "torch", "torchscript": "torch", "openvino": "openvino"}
+
+
+def _reference_kind(artifacts: ModelArtifacts) -> str:
+    return _REFERENCE_KIND.get(artifacts.loader, "onnxruntime")
+
+
 def _reference(artifacts: ModelArtifacts) -> Runtime:
     """fp32 eager: the path every faster one is compared with."""
     if artifacts.quantized():
@@ -209,20 +218,11 @@ def _reference(artifacts: ModelArtifacts) -> Runtime:
             "an int8 export has no fp32 reference; compare against its source model",
             source=artifacts.spec.name,
         )
-    if artifacts.loader == "timm":
-        return artifacts.torch_fp32()
-    if artifacts.loader == "torchscript":
-        return _open(artifacts, "torch", "fp32")
-    if artifacts.loader == "openvino":
-        return _open(artifacts, "openvino", "fp32")
-    return _open(artifacts, "onnxruntime", "fp32")
+    return _open(artifacts, _reference_kind(artifacts), "fp32")
 
 
 def _is_reference(artifacts: ModelArtifacts, kind: str, precision: str) -> bool:
-    reference_kind = {"timm": "torch", "torchscript": "torch", "openvino": "openvino"}.get(
-        artifacts.loader, "onnxruntime"
-    )
-    return kind == reference_kind and precision == "fp32"
+    return kind == _reference_kind(artifacts) and precision == "fp32"
 
 
 def _library_versions() -> str:

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import DatasetError, ModelConfigError
+from .._files import write_json_atomic
 from ..classify import Classifier
 from ..models import CONFIG_NAME, read_config
-from ..runtimes._cache import write_json_atomic
 from ._data import Dataset, load_dataset
 from ._metrics import operating_point, pr_curve, report, save_curves
 

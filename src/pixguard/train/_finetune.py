@@ -18,11 +18,12 @@ from typing import Any, Literal
 import numpy as np
 
 from .._exceptions import DatasetError, ImageError, TrainingError
+from .._files import file_sha256, write_json_atomic
 from ..classify import Classifier
 from ..images import DecodeLimits, load_image, preprocess
 from ..models import resolve_model
 from ..runtimes import ModelArtifacts
-from ..runtimes._cache import cache_root, write_json_atomic
+from ..runtimes._cache import cache_root
 from ._data import Dataset, load_dataset
 from ._evaluate import nsfw_truth
 from ._metrics import report, save_curves
@@ -134,10 +135,8 @@ class EmbeddingCache:
 
 
 def _sha256(path: Path) -> str | None:
-    import hashlib
-
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None  # unreadable: skipped like any bad image
 
