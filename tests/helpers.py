@@ -202,3 +202,118 @@ def build_tiny_sd3(folder: Path) -> Path:
     )
     pipeline.save_pretrained(folder / "pipeline")
     return folder / "pipeline"
+
+
+# The original (Stability AI) single-file layout, written from a diffusers folder,
+# so loading through diffusers' converters can be checked against the folder.
+
+
+def _swap_halves(tensor: torch.Tensor) -> torch.Tensor:
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def _sd3_transformer_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    num_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("transformer_blocks."))
+    out = {
+        "pos_embed": state["pos_embed.pos_embed"],
+        "x_embedder.proj.weight": state["pos_embed.proj.weight"],
+        "x_embedder.proj.bias": state["pos_embed.proj.bias"],
+    }
+    for p in ("weight", "bias"):
+        for ours, theirs in (("timestep_embedder", "t_embedder"), ("text_embedder", "y_embedder")):
+            out[f"{theirs}.mlp.0.{p}"] = state[f"time_text_embed.{ours}.linear_1.{p}"]
+            out[f"{theirs}.mlp.2.{p}"] = state[f"time_text_embed.{ours}.linear_2.{p}"]
+        out[f"context_embedder.{p}"] = state[f"context_embedder.{p}"]
+        out[f"final_layer.linear.{p}"] = state[f"proj_out.{p}"]
+        out[f"final_layer.adaLN_modulation.1.{p}"] = _swap_halves(state[f"norm_out.linear.{p}"])
+        for i in range(num_layers):
+            last = i == num_layers - 1
+            ours, theirs = f"transformer_blocks.{i}", f"joint_blocks.{i}"
+            out[f"{theirs}.x_block.attn.qkv.{p}"] = torch.cat(
+                [state[f"{ours}.attn.to_{x}.{p}"] for x in "qkv"]
+            )
+            out[f"{theirs}.context_block.attn.qkv.{p}"] = torch.cat(
+                [state[f"{ours}.attn.add_{x}_proj.{p}"] for x in "qkv"]
+            )
+            out[f"{theirs}.x_block.attn.proj.{p}"] = state[f"{ours}.attn.to_out.0.{p}"]
+            out[f"{theirs}.x_block.adaLN_modulation.1.{p}"] = state[f"{ours}.norm1.linear.{p}"]
+            context_norm = state[f"{ours}.norm1_context.linear.{p}"]
+            out[f"{theirs}.context_block.adaLN_modulation.1.{p}"] = (
+                _swap_halves(context_norm) if last else context_norm
+            )
+            out[f"{theirs}.x_block.mlp.fc1.{p}"] = state[f"{ours}.ff.net.0.proj.{p}"]
+            out[f"{theirs}.x_block.mlp.fc2.{p}"] = state[f"{ours}.ff.net.2.{p}"]
+            if not last:  # the last context block only feeds attention
+                out[f"{theirs}.context_block.attn.proj.{p}"] = state[f"{ours}.attn.to_add_out.{p}"]
+                out[f"{theirs}.context_block.mlp.fc1.{p}"] = state[
+                    f"{ours}.ff_context.net.0.proj.{p}"
+                ]
+                out[f"{theirs}.context_block.mlp.fc2.{p}"] = state[f"{ours}.ff_context.net.2.{p}"]
+    return out
+
+
+_VAE_ATTENTION_NAMES = {
+    "group_norm": "norm",
+    "to_q": "q",
+    "to_k": "k",
+    "to_v": "v",
+    "to_out.0": "proj_out",
+}
+
+
+def _vae_to_original(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        coder, *rest = key.split(".")
+        if rest[0] in ("down_blocks", "up_blocks"):
+            # LDM numbers decoder levels from the bottom, diffusers from the top.
+            level = int(rest[1]) if coder == "encoder" else num_blocks - 1 - int(rest[1])
+            kind = "down" if coder == "encoder" else "up"
+            tail = ".".join(rest[4:])
+            name = (
+                f"{coder}.{kind}.{level}.block.{rest[3]}.{tail}"
+                if rest[2] == "resnets"
+                else f"{coder}.{kind}.{level}.{kind}sample.{tail}"
+            )
+        elif rest[0] == "mid_block" and rest[1] == "resnets":
+            name = f"{coder}.mid.block_{int(rest[2]) + 1}." + ".".join(rest[3:])
+        elif rest[0] == "mid_block":
+            name = f"{coder}.mid.attn_1.{_VAE_ATTENTION_NAMES['.'.join(rest[3:-1])]}.{rest[-1]}"
+        else:
+            name = key.replace("conv_norm_out", "norm_out")
+        out[name.replace("conv_shortcut", "nin_shortcut")] = value
+    return out
+
+
+def save_sd3_single_file(pipeline_folder: Path, target: Path, with_clip_l: bool) -> Path:
+    """Write ``pipeline_folder``'s transformer and VAE (and CLIP-L when asked) as one
+    original-format ``.safetensors`` file."""
+    from safetensors.torch import load_file, save_file
+
+    weights = "diffusion_pytorch_model.safetensors"
+    transformer = load_file(pipeline_folder / "transformer" / weights)
+    vae = load_file(pipeline_folder / "vae" / weights)
+    vae_config = json.loads((pipeline_folder / "vae" / "config.json").read_text())
+    single = {
+        f"model.diffusion_model.{k}": v
+        for k, v in _sd3_transformer_to_original(transformer).items()
+    } | {
+        f"first_stage_model.{k}": v
+        for k, v in _vae_to_original(vae, len(vae_config["down_block_types"])).items()
+    }
+    if with_clip_l:
+        clip_l = load_file(pipeline_folder / "text_encoder" / "model.safetensors")
+        single |= {f"text_encoders.clip_l.transformer.{k}": v for k, v in clip_l.items()}
+    save_file({k: v.contiguous() for k, v in single.items()}, target)
+    return target
+
+
+def sd3_config_folder(pipeline_folder: Path, target: Path, drop: tuple[str, ...]) -> Path:
+    """A copy of a diffusers folder with the weights of ``drop`` components removed:
+    the config a single-file checkpoint loads with."""
+    shutil.copytree(pipeline_folder, target)
+    for component in drop:
+        for weights in (target / component).glob("*.safetensors"):
+            weights.unlink()
+    return target

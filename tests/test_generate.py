@@ -11,7 +11,7 @@ from PIL import Image
 
 from pixguard import Classifier, GenerationError, PromptRefusedError
 from pixguard.generate import Generator, SafetyGate
-from tests.helpers import build_tiny_sd3
+from tests.helpers import build_tiny_sd3, save_sd3_single_file, sd3_config_folder
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +309,93 @@ def test_torch_compile_gives_the_same_image(tiny_sd3, tiny_vit_folder):
     ].image
     difference = np.abs(np.asarray(plain, np.float32) - np.asarray(compiled, np.float32))
     assert difference.max() <= 1.0  # one 8-bit level at most
+
+
+def test_single_file_checkpoint_gives_the_folder_image(tiny_sd3, tiny_vit_folder, tmp_path):
+    """Transformer and VAE from one original-format file, everything else from a
+    local config folder that lacks their weights: offline, and the same image."""
+    from typer.testing import CliRunner
+
+    from pixguard.cli import app
+
+    checkpoint = save_sd3_single_file(tiny_sd3, tmp_path / "tiny.safetensors", with_clip_l=False)
+    config = sd3_config_folder(tiny_sd3, tmp_path / "config", drop=("transformer", "vae"))
+    single = _generator(checkpoint, tiny_vit_folder, 1.0, config=config)
+    assert single.name == "tiny.safetensors"
+    expected = _generator(tiny_sd3, tiny_vit_folder, 1.0)("a cat", seed=3, **ARGS)[0].image
+    np.testing.assert_array_equal(
+        np.asarray(single("a cat", seed=3, **ARGS)[0].image), np.asarray(expected)
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "a cat",
+            "--variant",
+            str(checkpoint),
+            "--config",
+            str(config),
+            "--safety-model",
+            str(tiny_vit_folder),
+            "--safety-threshold",
+            "1.0",
+            *(
+                "--steps",
+                "2",
+                "--guidance",
+                "5.0",
+                "--width",
+                "32",
+                "--height",
+                "32",
+                "--seed",
+                "3",
+            ),
+            *("-o", str(tmp_path / "out"), "--format", "json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    written = Image.open(json.loads(result.stdout)["path"])
+    assert "Model: tiny.safetensors" in written.text["parameters"]
+    np.testing.assert_array_equal(np.asarray(written.convert("RGB")), np.asarray(expected))
+
+
+def test_single_file_text_encoder_is_taken_from_the_file(tiny_sd3, tiny_vit_folder, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    checkpoint = save_sd3_single_file(tiny_sd3, tmp_path / "tiny.safetensors", with_clip_l=True)
+    config = sd3_config_folder(
+        tiny_sd3, tmp_path / "config", drop=("transformer", "vae", "text_encoder")
+    )
+    generator = _generator(checkpoint, tiny_vit_folder, 1.0, config=config)
+    original = load_file(tiny_sd3 / "text_encoder" / "model.safetensors")
+    key = "text_model.embeddings.token_embedding.weight"
+    assert torch.equal(generator.pipeline.text_encoder.state_dict()[key], original[key])
+    assert generator("a cat", seed=1, **ARGS)[0].image is not None
+
+
+def test_single_file_errors_name_the_file_and_the_reason(tiny_sd3, tiny_vit_folder, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    classifier = Classifier.load(tiny_vit_folder, runtime="torch")
+    pickled = tmp_path / "model.ckpt"
+    pickled.write_bytes(b"not loaded")
+    with pytest.raises(GenerationError, match="pickled checkpoints are never loaded") as error:
+        Generator.load(pickled, classifier=classifier)
+    assert error.value.source == str(pickled)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(GenerationError, match="not a readable safetensors"):
+        Generator.load(garbage, classifier=classifier)
+    unrelated = tmp_path / "unrelated.safetensors"
+    save_file({"weight": torch.zeros(2)}, unrelated)
+    with pytest.raises(GenerationError, match="no SD3 transformer"):
+        Generator.load(unrelated, classifier=classifier)
+    checkpoint = save_sd3_single_file(tiny_sd3, tmp_path / "tiny.safetensors", with_clip_l=False)
+    with pytest.raises(GenerationError, match="cannot tell which SD3 variant"):
+        Generator.load(checkpoint, classifier=classifier)
+    bare = sd3_config_folder(tiny_sd3, tmp_path / "bare", drop=("text_encoder", "text_encoder_2"))
+    with pytest.raises(GenerationError, match="no text_encoder and the config cannot provide it"):
+        Generator.load(checkpoint, config=bare, classifier=classifier)

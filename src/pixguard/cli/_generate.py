@@ -30,8 +30,16 @@ def generate_command(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     variant: Annotated[
         str,
-        typer.Option(help="sd3.5-large, sd3.5-large-turbo, sd3.5-medium, or a diffusers folder."),
+        typer.Option(
+            help="sd3.5-large, sd3.5-large-turbo, sd3.5-medium, a diffusers folder, or a .safetensors single-file checkpoint."
+        ),
     ] = "sd3.5-large-turbo",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="For a single-file checkpoint: a variant name, Hub repo id or local diffusers folder with its configs and text encoders."
+        ),
+    ] = None,
     negative_prompt: Annotated[str | None, typer.Option()] = None,
     steps: Annotated[
         int | None, typer.Option(help="Default: the variant's recommendation.")
@@ -95,6 +103,7 @@ def generate_command(
     try:
         generator = Generator.load(
             variant,
+            config=config,
             safety_model=safety_model,
             safety_threshold=safety_threshold,
             safety_action=safety_action,  # type: ignore[arg-type]

@@ -53,7 +53,16 @@ def serve_command(
     ] = None,
     index: Annotated[Path | None, typer.Option(help="Serve /v1/index/* over this index.")] = None,
     generate_variant: Annotated[
-        str | None, typer.Option(help="Serve /v1/generate with this SD3.5 variant or folder.")
+        str | None,
+        typer.Option(
+            help="Serve /v1/generate with this SD3.5 variant, diffusers folder or single-file checkpoint."
+        ),
+    ] = None,
+    generate_config: Annotated[
+        str | None,
+        typer.Option(
+            help="Configs for a single-file --generate-variant (variant, repo or folder)."
+        ),
     ] = None,
     bank: Annotated[
         Path | None, typer.Option(help="Check every image against this known-bad bank.")
@@ -82,6 +91,7 @@ def serve_command(
             "index": index,
             "bank": bank,
             "generate_variant": generate_variant,
+            "generate_config": generate_config,
             "config_file": config,
         }.items()
         if v is not None

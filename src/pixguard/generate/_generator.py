@@ -17,7 +17,8 @@ from .._exceptions import GenerationError, PromptRefusedError
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
 from ._gate import GateAction, GateDecision, SafetyGate
-from ._variants import VARIANTS, Variant
+from ._loading import load_pipeline
+from ._variants import Variant
 
 __all__ = ["GeneratedImage", "Generator"]
 
@@ -93,6 +94,7 @@ class Generator:
         cls,
         variant: str | os.PathLike[str] = "sd3.5-large-turbo",
         *,
+        config: str | os.PathLike[str] | None = None,
         safety_model: str | os.PathLike[str] = DEFAULT_MODEL,
         safety_threshold: float | None = None,
         safety_action: GateAction = "block",
@@ -106,27 +108,22 @@ class Generator:
         loras: Sequence[tuple[str | os.PathLike[str], float]] = (),
         compile: bool = False,
     ) -> Generator:
-        """Load a registry variant (Hub id; gated: log in or set HF_TOKEN) or a local
-        diffusers folder. The safety classifier loads first: no gate, no generator.
+        """Load a registry variant (Hub id; gated: log in or set HF_TOKEN), a local
+        diffusers folder, or a ``.safetensors`` single-file checkpoint whose configs,
+        tokenizers and missing text encoders come from ``config`` (a variant name, a
+        Hub repo id, or a local diffusers folder for offline use; SD3.5 Large and
+        Medium files are recognised without one). The safety classifier loads first:
+        no gate, no generator.
 
         ``loras`` are (path, weight) pairs of LoRA adapters in diffusers/PEFT format,
         active together, each at its own weight. ``compile`` runs the transformer
         through ``torch.compile`` (a one-off compilation, then faster steps on GPUs)."""
         import torch
-        from diffusers import StableDiffusion3Pipeline
 
         gate = SafetyGate(
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
         )
-        text = os.fspath(variant)
-        spec = VARIANTS.get(text)
-        source = spec.repo if spec else text
-        if spec is None and not (Path(text) / "model_index.json").is_file():
-            raise GenerationError(
-                f"unknown variant; use one of {', '.join(VARIANTS)} or a local diffusers folder",
-                source=text,
-            )
         target = _device(device)
         torch_dtype = {
             "auto": torch.bfloat16 if target == "cuda" else torch.float32,
@@ -134,19 +131,8 @@ class Generator:
             "bf16": torch.bfloat16,
             "fp16": torch.float16,
         }[dtype]
-        extra: dict[str, Any] = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
-        if spec is None:
-            # A folder saved without T5 records it as null; diffusers wants that said.
-            index = json.loads((Path(text) / "model_index.json").read_text())
-            for name in ("text_encoder_3", "tokenizer_3"):
-                if index.get(name) in (None, [None, None]):
-                    extra[name] = None
-        try:
-            pipeline = StableDiffusion3Pipeline.from_pretrained(
-                source, torch_dtype=torch_dtype, use_safetensors=True, **extra
-            )
-        except (OSError, ValueError) as exc:
-            raise GenerationError(f"cannot load the pipeline: {exc}", source=text) from exc
+        loaded = load_pipeline(variant, config=config, torch_dtype=torch_dtype, drop_t5=drop_t5)
+        pipeline = loaded.pipeline
         if cpu_offload:
             pipeline.enable_model_cpu_offload()
         else:
@@ -171,8 +157,8 @@ class Generator:
         return cls(
             pipeline,
             gate,
-            name=spec.name if spec else text,
-            variant=spec,
+            name=loaded.name,
+            variant=loaded.variant,
             prompt_screen=prompt_screen,
         )
 

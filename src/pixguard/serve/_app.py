@@ -319,6 +319,7 @@ def create_app(
                 None,
                 lambda: Generator.load(
                     settings.generate_variant,
+                    config=settings.generate_config,
                     classifier=classifier,
                     safety_action=settings.generate_safety_action,
                 ),

@@ -50,7 +50,12 @@ class ServeSettings(BaseSettings):
     index: Path | None = Field(None, description="An index for /v1/index/search and /v1/index/add.")
     bank: Path | None = Field(None, description="A known-bad bank checked on every classify.")
     generate_variant: str | None = Field(
-        None, description="Serve /v1/generate with this SD3.5 variant or folder."
+        None,
+        description="Serve /v1/generate with this SD3.5 variant, diffusers folder or single-file checkpoint.",
+    )
+    generate_config: str | None = Field(
+        None,
+        description="For a single-file checkpoint: the variant name, Hub repo or local diffusers folder giving its configs.",
     )
     generate_safety_action: Literal["block", "blur", "allow-flagged"] = "block"
     generate_queue_size: int = Field(

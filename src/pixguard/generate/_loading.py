@@ -1,0 +1,184 @@
+"""Loading an SD3 pipeline from a registry variant, a diffusers folder, or a
+single-file checkpoint.
+
+Single files (``sd3.5_large.safetensors`` and friends) carry the transformer and
+the VAE, sometimes the text encoders; the configs, tokenizers and any missing
+text encoders come from a *config*: a registry variant (its Hub repo), a Hub repo
+id, or a local diffusers folder, which keeps the whole load offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import GenerationError
+from ._variants import VARIANTS, Variant
+
+__all__ = ["LoadedPipeline", "load_pipeline"]
+
+_SINGLE_FILE_SUFFIX = ".safetensors"
+_UNSAFE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_TRANSFORMER_PREFIX = "model.diffusion_model."
+
+# (pipeline component, its key prefix inside an original SD3 single file, class)
+_TEXT_ENCODERS = (
+    ("text_encoder", "text_encoders.clip_l.", "CLIPTextModelWithProjection"),
+    ("text_encoder_2", "text_encoders.clip_g.", "CLIPTextModelWithProjection"),
+    ("text_encoder_3", "text_encoders.t5xxl.", "T5EncoderModel"),
+)
+
+# SD3.5 Large has 38 joint blocks; Medium (MMDiT-X) has a second attention in its
+# first blocks. Large and Large Turbo share the architecture, so a Turbo file needs
+# ``config="sd3.5-large-turbo"`` for its defaults.
+_LARGE_MARKER = f"{_TRANSFORMER_PREFIX}joint_blocks.37.x_block.mlp.fc1.weight"
+_MEDIUM_MARKER = f"{_TRANSFORMER_PREFIX}joint_blocks.0.x_block.attn2.qkv.weight"
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    pipeline: Any
+    name: str
+    variant: Variant | None
+
+
+def load_pipeline(
+    source: str | os.PathLike[str],
+    *,
+    config: str | os.PathLike[str] | None = None,
+    torch_dtype: Any,
+    drop_t5: bool = False,
+) -> LoadedPipeline:
+    """The text-to-image pipeline named by ``source``: a registry variant, a local
+    diffusers folder, or a ``.safetensors`` single-file checkpoint (with ``config``)."""
+    text = os.fspath(source)
+    spec = VARIANTS.get(text)
+    path = Path(text)
+    extra: dict[str, Any] = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
+    if spec is not None:
+        return LoadedPipeline(
+            _from_pretrained(spec.repo, text, torch_dtype, extra), spec.name, spec
+        )
+    if (path / "model_index.json").is_file():
+        extra |= _null_components(path)
+        return LoadedPipeline(_from_pretrained(text, text, torch_dtype, extra), text, None)
+    if path.is_file():
+        return _from_single_file(path, config, torch_dtype, extra, drop_t5)
+    raise GenerationError(
+        f"unknown variant; use one of {', '.join(VARIANTS)}, a local diffusers folder, "
+        f"or a {_SINGLE_FILE_SUFFIX} single-file checkpoint",
+        source=text,
+    )
+
+
+def _from_pretrained(source: str, label: str, torch_dtype: Any, extra: dict[str, Any]) -> Any:
+    from diffusers import StableDiffusion3Pipeline
+
+    try:
+        return StableDiffusion3Pipeline.from_pretrained(
+            source, torch_dtype=torch_dtype, use_safetensors=True, **extra
+        )
+    except (OSError, ValueError) as exc:
+        raise GenerationError(f"cannot load the pipeline: {exc}", source=label) from exc
+
+
+def _null_components(folder: Path) -> dict[str, None]:
+    """A folder saved without T5 records it as null; diffusers wants that said."""
+    index = json.loads((folder / "model_index.json").read_text())
+    return {
+        name: None
+        for name in ("text_encoder_3", "tokenizer_3")
+        if index.get(name) in (None, [None, None])
+    }
+
+
+def _checkpoint_keys(path: Path) -> set[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as handle:
+            return set(handle.keys())
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise GenerationError(
+            f"not a readable safetensors checkpoint: {exc}", source=str(path)
+        ) from exc
+
+
+def _infer_variant(keys: set[str]) -> Variant | None:
+    if _LARGE_MARKER in keys:
+        return VARIANTS["sd3.5-large"]
+    if _MEDIUM_MARKER in keys:
+        return VARIANTS["sd3.5-medium"]
+    return None
+
+
+def _from_single_file(
+    path: Path,
+    config: str | os.PathLike[str] | None,
+    torch_dtype: Any,
+    extra: dict[str, Any],
+    drop_t5: bool,
+) -> LoadedPipeline:
+    import transformers
+    from diffusers import StableDiffusion3Pipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    label = str(path)
+    if path.suffix.lower() != _SINGLE_FILE_SUFFIX:
+        reason = (
+            "pickled checkpoints are never loaded; convert it to safetensors"
+            if path.suffix.lower() in _UNSAFE_SUFFIXES
+            else f"a single-file checkpoint must be {_SINGLE_FILE_SUFFIX}"
+        )
+        raise GenerationError(reason, source=label)
+    keys = _checkpoint_keys(path)
+    if not any(key.startswith(_TRANSFORMER_PREFIX) for key in keys):
+        raise GenerationError(
+            "no SD3 transformer in this file (expected original-format keys "
+            f"under {_TRANSFORMER_PREFIX!r})",
+            source=label,
+        )
+    spec = VARIANTS.get(os.fspath(config)) if config is not None else _infer_variant(keys)
+    if config is None and spec is None:
+        raise GenerationError(
+            "cannot tell which SD3 variant this checkpoint is; pass a config: a variant "
+            f"name ({', '.join(VARIANTS)}), a Hub repo id, or a local diffusers folder",
+            source=label,
+        )
+    config_source = spec.repo if spec is not None else os.fspath(config)  # type: ignore[arg-type]
+    local = Path(config_source).is_dir()
+    if local:
+        extra |= _null_components(Path(config_source))
+    # diffusers looks for text encoders in a config folder under its own weight
+    # names, which transformers' folders do not use, so the ones the checkpoint
+    # lacks are loaded here and handed over.
+    for component, prefix, class_name in _TEXT_ENCODERS:
+        if component in extra or any(key.startswith(prefix) for key in keys):
+            continue
+        if drop_t5 and component == "text_encoder_3":
+            continue
+        try:
+            extra[component] = getattr(transformers, class_name).from_pretrained(
+                config_source, subfolder=component, torch_dtype=torch_dtype, use_safetensors=True
+            )
+        except (OSError, ValueError) as exc:
+            raise GenerationError(
+                f"the checkpoint has no {component} and the config cannot provide it: {exc}",
+                source=config_source,
+            ) from exc
+    try:
+        pipeline = StableDiffusion3Pipeline.from_single_file(
+            os.fspath(path),
+            config=config_source,
+            torch_dtype=torch_dtype,
+            **({"local_files_only": True} if local else {}),
+            **extra,
+        )
+    except (OSError, ValueError, KeyError, SingleFileComponentError) as exc:
+        raise GenerationError(
+            f"cannot load the single-file checkpoint: {exc}", source=label
+        ) from exc
+    return LoadedPipeline(pipeline, spec.name if spec else path.name, spec)
