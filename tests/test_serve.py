@@ -464,9 +464,12 @@ def test_generation_jobs(tmp_path, tiny_vit_folder):
 
 
 def test_blocked_generation_keeps_no_image(tmp_path, tiny_vit_folder):
-    from tests.helpers import build_tiny_sd3
+    """Served from a single-file checkpoint, to cover --generate-config too."""
+    from tests.helpers import build_tiny_sd3, save_sd3_single_file, sd3_config_folder
 
     pipeline = build_tiny_sd3(tmp_path / "sd3")
+    checkpoint = save_sd3_single_file(pipeline, tmp_path / "sd3.safetensors", with_clip_l=False)
+    config = sd3_config_folder(pipeline, tmp_path / "config", drop=("transformer", "vae"))
     server = Server(
         tmp_path,
         "--model",
@@ -474,7 +477,9 @@ def test_blocked_generation_keeps_no_image(tmp_path, tiny_vit_folder):
         "--runtime",
         "torch",
         "--generate-variant",
-        str(pipeline),
+        str(checkpoint),
+        "--generate-config",
+        str(config),
         env={"PIXGUARD_THRESHOLD": "0.0"},
     )
     try:
