@@ -34,6 +34,17 @@ def _generator(
 ARGS = {"steps": 2, "width": 32, "height": 32, "guidance": 5.0}
 
 
+def _cli(variant, safety_model, *options: str):
+    """``pixguard generate "a cat"`` at ARGS' size, steps and guidance."""
+    from typer.testing import CliRunner
+
+    from pixguard.cli import app
+
+    models = ("--variant", str(variant), "--safety-model", str(safety_model))
+    tiny = ("--steps", "2", "--guidance", "5.0", "--width", "32", "--height", "32")
+    return CliRunner().invoke(app, ["generate", "a cat", *models, *tiny, *options])
+
+
 def test_same_seed_same_image_and_png_metadata(tiny_sd3, tiny_vit_folder, tmp_path):
     generator = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)
     steps = []
@@ -257,9 +268,7 @@ def test_img2img_and_inpaint_run_through_the_gate(tiny_sd3, tiny_vit_folder, tmp
 
 
 def test_cli_lora_and_img2img_options(tiny_sd3, tiny_vit_folder, tiny_lora, tmp_path):
-    from typer.testing import CliRunner
 
-    from pixguard.cli import app
     from pixguard.cli._generate import _lora_spec
 
     assert _lora_spec("/a/b") == ("/a/b", 1.0)
@@ -269,34 +278,12 @@ def test_cli_lora_and_img2img_options(tiny_sd3, tiny_vit_folder, tiny_lora, tmp_
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
         init
     )
-    result = CliRunner().invoke(
-        app,
-        [
-            "generate",
-            "a cat",
-            "--variant",
-            str(tiny_sd3),
-            "--safety-model",
-            str(tiny_vit_folder),
-            "--safety-threshold",
-            "1.0",
-            "--steps",
-            "2",
-            "--width",
-            "32",
-            "--height",
-            "32",
-            "--lora",
-            f"{tiny_lora}:0.7",
-            "--init-image",
-            str(init),
-            "--strength",
-            "0.7",
-            "-o",
-            str(tmp_path / "out"),
-            "--format",
-            "json",
-        ],
+    result = _cli(
+        tiny_sd3,
+        tiny_vit_folder,
+        *("--safety-threshold", "1.0", "--lora", f"{tiny_lora}:0.7"),
+        *("--init-image", str(init), "--strength", "0.7"),
+        *("-o", str(tmp_path / "out"), "--format", "json"),
     )
     assert result.exit_code == 0, result.output
     assert Path(json.loads(result.stdout)["path"]).is_file()
@@ -314,9 +301,6 @@ def test_torch_compile_gives_the_same_image(tiny_sd3, tiny_vit_folder):
 def test_single_file_checkpoint_gives_the_folder_image(tiny_sd3, tiny_vit_folder, tmp_path):
     """Transformer and VAE from one original-format file, everything else from a
     local config folder that lacks their weights: offline, and the same image."""
-    from typer.testing import CliRunner
-
-    from pixguard.cli import app
 
     checkpoint = save_sd3_single_file(tiny_sd3, tmp_path / "tiny.safetensors", with_clip_l=False)
     config = sd3_config_folder(tiny_sd3, tmp_path / "config", drop=("transformer", "vae"))
@@ -326,33 +310,11 @@ def test_single_file_checkpoint_gives_the_folder_image(tiny_sd3, tiny_vit_folder
     np.testing.assert_array_equal(
         np.asarray(single("a cat", seed=3, **ARGS)[0].image), np.asarray(expected)
     )
-    result = CliRunner().invoke(
-        app,
-        [
-            "generate",
-            "a cat",
-            "--variant",
-            str(checkpoint),
-            "--config",
-            str(config),
-            "--safety-model",
-            str(tiny_vit_folder),
-            "--safety-threshold",
-            "1.0",
-            *(
-                "--steps",
-                "2",
-                "--guidance",
-                "5.0",
-                "--width",
-                "32",
-                "--height",
-                "32",
-                "--seed",
-                "3",
-            ),
-            *("-o", str(tmp_path / "out"), "--format", "json"),
-        ],
+    result = _cli(
+        checkpoint,
+        tiny_vit_folder,
+        *("--config", str(config), "--safety-threshold", "1.0", "--seed", "3"),
+        *("-o", str(tmp_path / "out"), "--format", "json"),
     )
     assert result.exit_code == 0, result.output
     written = Image.open(json.loads(result.stdout)["path"])
