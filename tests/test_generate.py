@@ -268,7 +268,6 @@ def test_img2img_and_inpaint_run_through_the_gate(tiny_sd3, tiny_vit_folder, tmp
 
 
 def test_cli_lora_and_img2img_options(tiny_sd3, tiny_vit_folder, tiny_lora, tmp_path):
-
     from pixguard.cli._generate import _lora_spec
 
     assert _lora_spec("/a/b") == ("/a/b", 1.0)
@@ -361,3 +360,32 @@ def test_single_file_errors_name_the_file_and_the_reason(tiny_sd3, tiny_vit_fold
     bare = sd3_config_folder(tiny_sd3, tmp_path / "bare", drop=("text_encoder", "text_encoder_2"))
     with pytest.raises(GenerationError, match="no text_encoder and the config cannot provide it"):
         Generator.load(checkpoint, config=bare, classifier=classifier)
+
+
+def test_single_file_variants_are_recognised_from_keys_and_names():
+    from pixguard.generate._loading import _config_variant, _infer_variant
+
+    prefix = "model.diffusion_model.joint_blocks"
+    large = {f"{prefix}.37.x_block.mlp.fc1.weight"}
+    medium = {f"{prefix}.0.x_block.attn2.qkv.weight"}
+    assert _infer_variant(large, "sd3.5_large.safetensors").name == "sd3.5-large"
+    assert _infer_variant(large, "sd3.5_large_turbo.safetensors").name == "sd3.5-large-turbo"
+    assert _infer_variant(medium, "sd3.5_medium.safetensors").name == "sd3.5-medium"
+    assert _infer_variant({f"{prefix}.0.x_block.mlp.fc1.weight"}, "x.safetensors") is None
+    assert _config_variant("stabilityai/stable-diffusion-3.5-medium").name == "sd3.5-medium"
+    assert _config_variant("sd3.5-large-turbo").name == "sd3.5-large-turbo"
+    assert _config_variant("someone/their-sd3") is None
+
+
+def test_config_mistakes_are_typed_errors(tiny_sd3, tiny_vit_folder, tmp_path):
+    classifier = Classifier.load(tiny_vit_folder, runtime="torch")
+    checkpoint = save_sd3_single_file(tiny_sd3, tmp_path / "tiny.safetensors", with_clip_l=False)
+    with pytest.raises(GenerationError, match="only for single-file checkpoints"):
+        Generator.load(tiny_sd3, config=tiny_sd3, classifier=classifier)
+    with pytest.raises(GenerationError, match="neither a variant") as error:
+        Generator.load(checkpoint, config=tmp_path / "missing" / "config", classifier=classifier)
+    assert error.value.source == str(tmp_path / "missing" / "config")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GenerationError, match=r"no readable model_index\.json"):
+        Generator.load(checkpoint, config=empty, classifier=classifier)

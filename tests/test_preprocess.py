@@ -76,3 +76,34 @@ def test_defaults_follow_timm_resolve_data_config():
 def test_invalid_input_sizes_are_rejected(bad):
     with pytest.raises(ValueError, match="input_size"):
         Preprocessing(input_size=bad)
+
+
+@pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("pixel_range", [1.0, 255.0])
+def test_normalisation_follows_the_formula(channel_order, layout, pixel_range):
+    pp = Preprocessing(
+        input_size=(3, 24, 32),
+        mean=(0.48, 0.46, 0.41) if pixel_range == 1.0 else (104.0, 117.0, 123.0),
+        std=(0.27, 0.26, 0.28) if pixel_range == 1.0 else (1.0, 1.0, 1.0),
+        pixel_range=pixel_range,
+        channel_order=channel_order,
+        layout=layout,
+    )
+    pixels = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    got = preprocess(Image.fromarray(pixels), pp)
+    expected = pixels.astype(np.float64) * pixel_range / 255.0
+    if channel_order == "BGR":
+        expected = expected[:, :, ::-1]
+    expected = (expected - np.asarray(pp.mean)) / np.asarray(pp.std)
+    if layout == "NCHW":
+        expected = expected.transpose(2, 0, 1)
+    assert got.dtype == np.float32
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-5)
+
+
+def test_non_rgb_images_are_converted_first():
+    pp = Preprocessing(input_size=(3, 16, 16))
+    grey = Image.fromarray(np.full((16, 16), 200, np.uint8), mode="L")
+    np.testing.assert_array_equal(preprocess(grey, pp), preprocess(grey.convert("RGB"), pp))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,12 @@ def load_pipeline(
     spec = VARIANTS.get(text)
     path = Path(text)
     extra: dict[str, Any] = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
+    if config is not None and not path.is_file():
+        raise GenerationError(
+            "a config is only for single-file checkpoints; variants and diffusers "
+            "folders carry their own",
+            source=text,
+        )
     if spec is not None:
         return LoadedPipeline(
             _from_pretrained(spec.repo, text, torch_dtype, extra), spec.name, spec
@@ -66,7 +73,7 @@ def load_pipeline(
         extra |= _null_components(path)
         return LoadedPipeline(_from_pretrained(text, text, torch_dtype, extra), text, None)
     if path.is_file():
-        return _from_single_file(path, config, torch_dtype, extra, drop_t5)
+        return _from_single_file(path, config, torch_dtype, extra)
     raise GenerationError(
         f"unknown variant; use one of {', '.join(VARIANTS)}, a local diffusers folder, "
         f"or a {_SINGLE_FILE_SUFFIX} single-file checkpoint",
@@ -87,7 +94,12 @@ def _from_pretrained(source: str, label: str, torch_dtype: Any, extra: dict[str,
 
 def _null_components(folder: Path) -> dict[str, None]:
     """A folder saved without T5 records it as null; diffusers wants that said."""
-    index = json.loads((folder / "model_index.json").read_text())
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GenerationError(
+            f"not a diffusers folder: no readable model_index.json ({exc})", source=str(folder)
+        ) from exc
     return {
         name: None
         for name in ("text_encoder_3", "tokenizer_3")
@@ -107,12 +119,23 @@ def _checkpoint_keys(path: Path) -> set[str]:
         ) from exc
 
 
-def _infer_variant(keys: set[str]) -> Variant | None:
+def _infer_variant(keys: set[str], filename: str) -> Variant | None:
+    """The variant an original-format SD3.5 file is, from its keys. Large and Large
+    Turbo share the architecture; Stability's file names tell them apart."""
     if _LARGE_MARKER in keys:
-        return VARIANTS["sd3.5-large"]
+        turbo = "turbo" in filename.lower()
+        return VARIANTS["sd3.5-large-turbo" if turbo else "sd3.5-large"]
     if _MEDIUM_MARKER in keys:
         return VARIANTS["sd3.5-medium"]
     return None
+
+
+def _config_variant(config: str) -> Variant | None:
+    """A config naming a variant, by registry name or by its Hub repo id."""
+    return VARIANTS.get(config) or next((v for v in VARIANTS.values() if v.repo == config), None)
+
+
+_HUB_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def _from_single_file(
@@ -120,7 +143,6 @@ def _from_single_file(
     config: str | os.PathLike[str] | None,
     torch_dtype: Any,
     extra: dict[str, Any],
-    drop_t5: bool,
 ) -> LoadedPipeline:
     import transformers
     from diffusers import StableDiffusion3Pipeline
@@ -141,14 +163,26 @@ def _from_single_file(
             f"under {_TRANSFORMER_PREFIX!r})",
             source=label,
         )
-    spec = VARIANTS.get(os.fspath(config)) if config is not None else _infer_variant(keys)
-    if config is None and spec is None:
-        raise GenerationError(
-            "cannot tell which SD3 variant this checkpoint is; pass a config: a variant "
-            f"name ({', '.join(VARIANTS)}), a Hub repo id, or a local diffusers folder",
-            source=label,
-        )
-    config_source = spec.repo if spec is not None else os.fspath(config)  # type: ignore[arg-type]
+    if config is None:
+        spec = _infer_variant(keys, path.name)
+        if spec is None:
+            raise GenerationError(
+                "cannot tell which SD3 variant this checkpoint is; pass a config: a variant "
+                f"name ({', '.join(VARIANTS)}), a Hub repo id, or a local diffusers folder",
+                source=label,
+            )
+        config_source = spec.repo
+    else:
+        config_source = os.fspath(config)
+        spec = _config_variant(config_source)
+        if spec is not None:
+            config_source = spec.repo
+        elif not Path(config_source).is_dir() and not _HUB_REPO_ID.fullmatch(config_source):
+            raise GenerationError(
+                "the config is neither a variant, a Hub repo id (owner/name) nor an "
+                "existing diffusers folder",
+                source=config_source,
+            )
     local = Path(config_source).is_dir()
     if local:
         extra |= _null_components(Path(config_source))
@@ -157,8 +191,6 @@ def _from_single_file(
     # lacks are loaded here and handed over.
     for component, prefix, class_name in _TEXT_ENCODERS:
         if component in extra or any(key.startswith(prefix) for key in keys):
-            continue
-        if drop_t5 and component == "text_encoder_3":
             continue
         try:
             extra[component] = getattr(transformers, class_name).from_pretrained(
@@ -181,4 +213,5 @@ def _from_single_file(
         raise GenerationError(
             f"cannot load the single-file checkpoint: {exc}", source=label
         ) from exc
-    return LoadedPipeline(pipeline, spec.name if spec else path.name, spec)
+    # A fine-tune is recorded under its own file name, not the base variant's.
+    return LoadedPipeline(pipeline, path.name, spec)

@@ -164,6 +164,8 @@ def _center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
 
 def preprocess(image: Image.Image, pp: Preprocessing) -> np.ndarray:
     """One RGB PIL image -> float32 array in the model's layout (no batch axis)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     size = _resized_size(image.size, pp)
     if size != image.size:
         image = image.resize(size, _INTERPOLATIONS[pp.interpolation])

@@ -67,7 +67,6 @@ class OpenVinoRuntime:
         self._core = _core()
         self._precision_hint = _PRECISION_HINTS[precision]
         self._lock = threading.Lock()
-        self._rows: Any = None  # the throughput queue, compiled on the first batch
         try:
             graph = self._core.read_model(str(model))
             sample_shape = [int(d) for d in graph.input(0).get_partial_shape()[1:].to_shape()]
@@ -75,6 +74,11 @@ class OpenVinoRuntime:
             self._graph = graph
             self._single = self._compile("LATENCY").create_infer_request()
             self._single.infer({0: np.zeros([1, *sample_shape], np.float32)})
+            from openvino import AsyncInferQueue
+
+            throughput = self._compile("THROUGHPUT")
+            requests = int(throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._rows = AsyncInferQueue(throughput, max(1, requests))
         except RuntimeUnavailableError:
             raise
         except Exception as exc:
@@ -86,17 +90,12 @@ class OpenVinoRuntime:
         config = {"INFERENCE_PRECISION_HINT": self._precision_hint, "PERFORMANCE_HINT": hint}
         return self._core.compile_model(self._graph, "CPU", config)
 
-    def _row_queue(self) -> Any:
-        """Parallel infer requests, one per stream (caller holds the lock)."""
-        if self._rows is None:
-            from openvino import AsyncInferQueue
-
-            compiled = self._compile("THROUGHPUT")
-            streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-            self._rows = AsyncInferQueue(compiled, max(1, streams))
-        return self._rows
-
     def run(self, batch: np.ndarray) -> RuntimeOutput:
+        # Shared inputs must stay alive and contiguous until the requests finish;
+        # OpenVINO's own contiguous copy of a strided array does not.
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) == 0:
+            raise ValueError("an empty batch")
         with self._lock:
             if len(batch) == 1:
                 results = self._single.infer({0: batch}, share_inputs=True)
@@ -109,7 +108,7 @@ class OpenVinoRuntime:
         )
 
     def _run_rows(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        queue = self._row_queue()
+        queue = self._rows
         outputs: list[Any] = [None] * len(batch)
         failures: list[BaseException] = []
 
@@ -123,9 +122,11 @@ class OpenVinoRuntime:
                 failures.append(exc)
 
         queue.set_callback(collect)
-        for row in range(len(batch)):
-            queue.start_async({0: batch[row : row + 1]}, userdata=row, share_inputs=True)
-        queue.wait_all()
+        try:
+            for row in range(len(batch)):
+                queue.start_async({0: batch[row : row + 1]}, userdata=row, share_inputs=True)
+        finally:
+            queue.wait_all()  # never leave requests running over a freed batch
         if failures:
             raise failures[0]
         return (
