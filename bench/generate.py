@@ -34,8 +34,10 @@ def tiny_pipeline(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--variant", help="registry name or diffusers folder (default: a tiny random pipeline)"
+        "--variant",
+        help="registry name, diffusers folder or single file (default: a tiny random pipeline)",
     )
+    parser.add_argument("--config", help="for a single-file --variant: variant, repo or folder")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--images", type=int, default=6)
@@ -52,7 +54,7 @@ def main() -> None:
     os.environ.setdefault("PIXGUARD_CACHE_DIR", str(work / "cache"))
     variant = args.variant or str(tiny_pipeline(work))
     classifier = Classifier.load(args.safety_model)
-    generator = Generator.load(variant, classifier=classifier)
+    generator = Generator.load(variant, config=args.config, classifier=classifier)
     pipeline = generator.pipeline
     call = {
         "num_inference_steps": args.steps,
