@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine description, timing, tables."""
+"""Helpers shared by the benchmark scripts: machine description, timing, tables,
+and publishing the report."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def machine() -> str:
@@ -74,3 +76,11 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(
         [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
     )
+
+
+def publish(report: str, output: Path | None) -> None:
+    """Print the report, and write it to ``output`` (the docs table) when given."""
+    print(report)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report + "\n", encoding="utf-8")

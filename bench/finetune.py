@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import machine, table
+from _common import machine, publish, table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BATCH = 16
@@ -112,10 +112,7 @@ def main() -> None:
     text = "\n".join(
         [f"Machine: {machine()}", "", table(["stage", "precision", "images/s", "note"], rows)]
     )
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+    publish(text, args.output)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, table
+from _common import machine, publish, table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -117,10 +117,7 @@ def main() -> None:
             f"Peak process memory: {peak:.0f} MB.",
         ]
     )
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+    publish(text, args.output)
     sys.exit(0)
 
 

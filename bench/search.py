@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import machine, table
+from _common import machine, publish, table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -185,10 +185,7 @@ def main() -> None:
         f"Queries: {QUERIES} perturbed database vectors; recall@10 against exact (flat) search on the same queries.",
     ]
     text = "\n".join(report)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+    publish(text, args.output)
 
 
 if __name__ == "__main__":

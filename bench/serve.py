@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _common import machine, table
+from _common import machine, publish, table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONCURRENCY = (1, 8, 32, 64)
@@ -212,10 +212,7 @@ def main() -> None:
             *([soak] if soak else []),
         ]
     )
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+    publish(text, args.output)
 
 
 if __name__ == "__main__":
