@@ -296,38 +296,12 @@ def test_cli_evaluate_and_calibrate(textures, base, probe, tmp_path):
 
     folder = tmp_path / "m"
     shutil.copytree(probe, folder)
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(textures),
-            "-m",
-            str(folder),
-            "--nsfw-class",
-            "grainy",
-            "--runtime",
-            "torch",
-            "--format",
-            "json",
-            "-o",
-            str(tmp_path / "out"),
-        ],
-    )
+    evaluate_args = ["evaluate", str(textures), "-m", str(folder), "--nsfw-class", "grainy"]
+    evaluate_args += ["--runtime", "torch"]
+    result = runner.invoke(app, [*evaluate_args, "--format", "json", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["samples"] == 160
-    table = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(textures),
-            "-m",
-            str(folder),
-            "--nsfw-class",
-            "grainy",
-            "--runtime",
-            "torch",
-        ],
-    )
+    table = runner.invoke(app, evaluate_args)
     assert "threshold table" in table.stdout
     calibrated = runner.invoke(
         app,
