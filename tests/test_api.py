@@ -42,6 +42,16 @@ EXPECTED_CODES = {
     "IndexEntryNotFoundError": "index_entry_not_found",
     "PolicyError": "policy_error",
     "InvalidThresholdError": "threshold_invalid",
+    "ExplanationError": "explanation_failed",
+    "VideoError": "video_error",
+    "VideoDecodeError": "video_decode_failed",
+    "UnsupportedCodecError": "video_unsupported_codec",
+    "EmptyVideoError": "video_empty",
+    "NoVideoStreamError": "video_no_video_stream",
+    "VideoTooLargeError": "video_too_large",
+    "VideoTooLongError": "video_too_long",
+    "VideoTooManyPixelsError": "video_too_many_pixels",
+    "VideoTooManyFramesError": "video_too_many_frames",
 }
 
 

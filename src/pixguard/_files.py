@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_text_file", "file_sha256", "write_json_atomic"]
+__all__ = ["atomic_binary_file", "atomic_text_file", "file_sha256", "write_json_atomic"]
 
 _CHUNK = 1 << 20
 
@@ -42,10 +42,28 @@ def _mode_for(path: Path) -> int:
 @contextmanager
 def atomic_text_file(path: Path) -> Iterator[IO[str]]:
     """A text stream that becomes ``path`` only when the block ends without error."""
+    with _atomic_file(path, binary=False) as stream:
+        yield stream
+
+
+@contextmanager
+def atomic_binary_file(path: Path) -> Iterator[IO[bytes]]:
+    """A binary stream that becomes ``path`` only when the block ends without error."""
+    with _atomic_file(path, binary=True) as stream:
+        yield stream
+
+
+@contextmanager
+def _atomic_file(path: Path, *, binary: bool) -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as stream:
+        opened = (
+            os.fdopen(descriptor, "wb")
+            if binary
+            else os.fdopen(descriptor, "w", encoding="utf-8", newline="")
+        )
+        with opened as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())

@@ -63,6 +63,12 @@ def generate_command(
     safety_action: Annotated[
         str, typer.Option(help="block, blur, or allow-flagged (an explicit, logged opt-out).")
     ] = "block",
+    blur_scope: Annotated[
+        str,
+        typer.Option(
+            help="With --safety-action blur: whole, or region (only where the explanation points; whole if that is not enough)."
+        ),
+    ] = "whole",
     retry_blocked: Annotated[
         int, typer.Option(min=0, help="Extra seeds to try in place of blocked images.")
     ] = 0,
@@ -99,6 +105,8 @@ def generate_command(
     before it is written, and the gate fails closed."""
     from ..generate import Generator
 
+    if blur_scope not in ("region", "whole"):
+        raise typer.BadParameter("must be region or whole", param_hint="--blur-scope")
     adapters = [_lora_spec(item) for item in lora or []]
     try:
         generator = Generator.load(
@@ -107,6 +115,7 @@ def generate_command(
             safety_model=safety_model,
             safety_threshold=safety_threshold,
             safety_action=safety_action,  # type: ignore[arg-type]
+            blur_scope=blur_scope,  # type: ignore[arg-type]
             device=device,
             dtype=dtype,
             drop_t5=drop_t5,

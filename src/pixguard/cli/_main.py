@@ -31,6 +31,7 @@ from ._common import (
     progress_bar,
     stderr,
 )
+from ._explain import iter_explained, redact_command
 from ._generate import generate_command
 from ._index import index_app
 from ._inputs import expand_paths
@@ -61,6 +62,7 @@ register_training(app)
 app.command("serve")(serve_command)
 app.command("generate")(generate_command)
 app.add_typer(keys_app, name="keys")
+app.command("redact")(redact_command)
 
 
 @app.callback()
@@ -172,6 +174,13 @@ def classify(
             "--progress/--no-progress", help="Progress bar on stderr (default: when a terminal)."
         ),
     ] = None,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain",
+            help="Write heatmap overlays (DIR/<name>.png) and add an `explanation` grid to each result.",
+        ),
+    ] = None,
 ) -> None:
     """Classify images as NSFW/SFW.
 
@@ -223,10 +232,14 @@ def classify(
         bar = stack.enter_context(progress_bar(show_progress and len(inputs) > 1))
         task = bar.add_task("classify", total=len(inputs))
         try:
-            for prediction in classifier.iter_predict(inputs, batch_size=batch_size):
-                extra = None
+            results = (
+                iter_explained(classifier, inputs, batch_size=batch_size, folder=explain)
+                if explain is not None
+                else ((p, {}) for p in classifier.iter_predict(inputs, batch_size=batch_size))
+            )
+            for prediction, extra in results:
                 if known_bad is not None:
-                    extra = known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
+                    extra |= known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
                 failures += _record(prediction, writer, vectors, extra)
                 bar.advance(task)
         except PixguardError as exc:  # the bank was built with another model

@@ -16,7 +16,7 @@ from PIL import PngImagePlugin
 from .._exceptions import GenerationError, PromptRefusedError
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
-from ._gate import GateAction, GateDecision, SafetyGate
+from ._gate import BlurScope, GateAction, GateDecision, SafetyGate
 from ._loading import load_pipeline
 from ._variants import Variant
 
@@ -98,6 +98,7 @@ class Generator:
         safety_model: str | os.PathLike[str] = DEFAULT_MODEL,
         safety_threshold: float | None = None,
         safety_action: GateAction = "block",
+        blur_scope: BlurScope = "whole",
         classifier: Classifier | None = None,
         device: str = "auto",
         dtype: str = "auto",
@@ -123,6 +124,7 @@ class Generator:
         gate = SafetyGate(
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
+            blur_scope=blur_scope,
         )
         target = _device(device)
         torch_dtype = {

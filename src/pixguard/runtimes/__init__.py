@@ -7,6 +7,7 @@ chosen explicitly or by ``auto`` behind the parity gate.
 from typing import TYPE_CHECKING, Any
 
 from ._base import Runtime, RuntimeOutput
+from ._explain import HeatmapMethod, OcclusionMethod, nsfw_log_odds, open_heatmap_method
 from ._loaders import (
     ARTIFACT_FILES,
     AUTO_ORDER,
@@ -31,8 +32,10 @@ __all__ = [
     "PARITY_TOLERANCE",
     "PRECISIONS",
     "RUNTIMES",
+    "HeatmapMethod",
     "LoadedRuntime",
     "ModelArtifacts",
+    "OcclusionMethod",
     "OnnxRuntime",
     "OpenVinoRuntime",
     "ParityReport",
@@ -42,6 +45,8 @@ __all__ = [
     "TorchScriptRuntime",
     "check_parity",
     "load_runtime",
+    "nsfw_log_odds",
+    "open_heatmap_method",
     "open_runtime",
     "parity_images",
     "register_loader",
