@@ -172,6 +172,12 @@ def classify(
             "--progress/--no-progress", help="Progress bar on stderr (default: when a terminal)."
         ),
     ] = None,
+    trust_torchscript: Annotated[
+        bool,
+        typer.Option(
+            help="Load a TorchScript model that pixguard did not export here (TorchScript is code)."
+        ),
+    ] = False,
 ) -> None:
     """Classify images as NSFW/SFW.
 
@@ -188,7 +194,12 @@ def classify(
     try:
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
         classifier = Classifier.load(
-            model, threshold=threshold, limits=limits, runtime=runtime, precision=precision
+            model,
+            threshold=threshold,
+            limits=limits,
+            runtime=runtime,
+            precision=precision,
+            trust_torchscript=trust_torchscript,
         )
     except PixguardError as exc:
         raise fail(exc) from None
