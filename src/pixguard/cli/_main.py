@@ -32,6 +32,7 @@ from ._common import (
     stderr,
 )
 from ._generate import generate_command
+from ._help import CommandsInUserOrder
 from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
@@ -43,6 +44,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pixguard",
+    cls=CommandsInUserOrder,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Self-hosted image safety: classify images NSFW/SFW on this machine.",
     no_args_is_help=True,
     add_completion=False,
