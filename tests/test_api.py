@@ -42,6 +42,9 @@ EXPECTED_CODES = {
     "IndexEntryNotFoundError": "index_entry_not_found",
     "PolicyError": "policy_error",
     "InvalidThresholdError": "threshold_invalid",
+    "PolicyNotFoundError": "policy_not_found",
+    "PolicyInvalidError": "policy_invalid",
+    "PolicyLabelError": "policy_label_unknown",
 }
 
 
@@ -84,6 +87,7 @@ def test_error_to_dict_names_the_source():
         "pixguard.serve",
         "pixguard.train",
         "pixguard.cli",
+        "pixguard.policy",
     ],
 )
 def test_all_lists_exactly_what_exists(module):
@@ -103,6 +107,7 @@ def test_public_names_do_not_leak_private_modules():
         "images",
         "index",
         "models",
+        "policy",
         "runtimes",
         "serve",
         "train",

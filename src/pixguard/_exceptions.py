@@ -34,7 +34,10 @@ without parsing messages.
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
     └── PolicyError
-        └── InvalidThresholdError       threshold_invalid
+        ├── InvalidThresholdError       threshold_invalid
+        ├── PolicyNotFoundError         policy_not_found
+        ├── PolicyInvalidError          policy_invalid
+        └── PolicyLabelError            policy_label_unknown
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ __all__ = [
     "ParityError",
     "PixguardError",
     "PolicyError",
+    "PolicyInvalidError",
+    "PolicyLabelError",
+    "PolicyNotFoundError",
     "PromptRefusedError",
     "RuntimeUnavailableError",
     "TooManyPixelsError",
@@ -241,3 +247,21 @@ class PolicyError(PixguardError):
 
 class InvalidThresholdError(PolicyError):
     code = "threshold_invalid"
+
+
+class PolicyNotFoundError(PolicyError):
+    """The policy file does not exist or cannot be read."""
+
+    code = "policy_not_found"
+
+
+class PolicyInvalidError(PolicyError):
+    """The policy file is not a valid policy (TOML, keys, bands, or it allows everything)."""
+
+    code = "policy_invalid"
+
+
+class PolicyLabelError(PolicyError):
+    """A per-label rule names a label the model does not have."""
+
+    code = "policy_label_unknown"

@@ -22,6 +22,7 @@ from ..export import export_model
 from ..images import DecodeLimits
 from ..index import Index
 from ..models import DEFAULT_MODEL, list_models, model_status
+from ..policy import Policy
 from ._common import (
     EXIT_INTERNAL,
     EXIT_SOME_INPUTS_FAILED,
@@ -166,6 +167,13 @@ def classify(
         float | None,
         typer.Option(help="Similarity that counts as a bank match (default: the bank's own)."),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="A policy TOML file: add its action (allow/review/block) to each result.",
+        ),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -186,10 +194,13 @@ def classify(
         stderr.print("[bold red]error[/] no image files found in the given paths")
         raise typer.Exit(EXIT_USAGE)
     try:
+        policy = Policy.load(policy_file) if policy_file is not None else None
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
         classifier = Classifier.load(
             model, threshold=threshold, limits=limits, runtime=runtime, precision=precision
         )
+        if policy is not None:
+            policy.check_labels(classifier.name, classifier.spec.label_names)
     except PixguardError as exc:
         raise fail(exc) from None
 
@@ -214,6 +225,7 @@ def classify(
             classifier.spec.label_names,
             table_console,
             with_bank=known_bad is not None,
+            with_policy=policy is not None,
         )
         vectors = (
             EmbeddingWriter(embeddings, len(inputs), classifier.embedding_dim or 0)
@@ -224,9 +236,12 @@ def classify(
         task = bar.add_task("classify", total=len(inputs))
         try:
             for prediction in classifier.iter_predict(inputs, batch_size=batch_size):
-                extra = None
+                extra: dict[str, object] = {}
                 if known_bad is not None:
                     extra = known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
+                if policy is not None:
+                    matched = bool(extra.get("bank_match", False))
+                    extra.update(policy.decide(prediction, bank_match=matched).to_dict())
                 failures += _record(prediction, writer, vectors, extra)
                 bar.advance(task)
         except PixguardError as exc:  # the bank was built with another model
