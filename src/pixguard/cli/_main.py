@@ -33,6 +33,7 @@ from ._common import (
     stderr,
 )
 from ._generate import generate_command
+from ._help import CommandsInUserOrder
 from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
@@ -44,6 +45,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pixguard",
+    cls=CommandsInUserOrder,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Self-hosted image safety: classify images NSFW/SFW on this machine.",
     no_args_is_help=True,
     add_completion=False,
@@ -180,6 +183,12 @@ def classify(
             "--progress/--no-progress", help="Progress bar on stderr (default: when a terminal)."
         ),
     ] = None,
+    trust_torchscript: Annotated[
+        bool,
+        typer.Option(
+            help="Load a TorchScript model that pixguard did not export here (TorchScript is code)."
+        ),
+    ] = False,
 ) -> None:
     """Classify images as NSFW/SFW.
 
@@ -197,7 +206,12 @@ def classify(
         policy = Policy.load(policy_file) if policy_file is not None else None
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
         classifier = Classifier.load(
-            model, threshold=threshold, limits=limits, runtime=runtime, precision=precision
+            model,
+            threshold=threshold,
+            limits=limits,
+            runtime=runtime,
+            precision=precision,
+            trust_torchscript=trust_torchscript,
         )
         if policy is not None:
             policy.check_labels(classifier.name, classifier.spec.label_names)
