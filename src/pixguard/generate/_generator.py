@@ -17,7 +17,7 @@ from .._exceptions import GenerationError, PromptRefusedError
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
 from ._gate import GateAction, GateDecision, SafetyGate
-from ._loading import load_pipeline
+from ._loading import load_loras, load_pipeline
 from ._variants import Variant
 
 __all__ = ["GeneratedImage", "Generator"]
@@ -140,17 +140,7 @@ class Generator:
         if vae_tiling:
             pipeline.vae.enable_tiling()
         if loras:
-            names = []
-            for position, (path, _) in enumerate(loras):
-                name = f"lora{position}"
-                try:
-                    pipeline.load_lora_weights(os.fspath(path), adapter_name=name)
-                except (OSError, ValueError) as exc:
-                    raise GenerationError(
-                        f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
-                    ) from exc
-                names.append(name)
-            pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
+            load_loras(pipeline, loras)
         if compile:
             pipeline.transformer = torch.compile(pipeline.transformer)
         pipeline.set_progress_bar_config(disable=True)
