@@ -20,7 +20,7 @@ from ._gate import GateAction, GateDecision, SafetyGate
 from ._loading import load_loras, load_pipeline
 from ._variants import Variant
 
-__all__ = ["GeneratedImage", "Generator"]
+__all__ = ["GeneratedImage", "Generator", "pick_device", "write_gated_png"]
 
 _SIZE_MULTIPLE = 16
 _MAX_UNKNOWN_PIXELS = 4 * 1024 * 1024
@@ -49,7 +49,7 @@ class GeneratedImage:
         }
 
 
-def _device(requested: str) -> str:
+def pick_device(requested: str) -> str:
     import torch
 
     if requested != "auto":
@@ -124,7 +124,7 @@ class Generator:
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
         )
-        target = _device(device)
+        target = pick_device(device)
         torch_dtype = {
             "auto": torch.bfloat16 if target == "cuda" else torch.float32,
             "fp32": torch.float32,
@@ -267,7 +267,7 @@ class Generator:
             )
             path = None
             if decision.image is not None and output_dir is not None:
-                path = _write_png(decision, parameters, Path(output_dir), image_seed)
+                path = write_gated_png(decision, parameters, Path(output_dir), image_seed)
             results.append(GeneratedImage(image_seed, decision, parameters, path))
             if decision.image is not None:
                 safe += 1
@@ -281,7 +281,7 @@ def _load_input_image(value: Any, width: int, height: int) -> Any:
     return image.resize((width, height))
 
 
-def _write_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
+def write_gated_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
     """Atomically write a gated image with A1111-style ``parameters`` and the verdict."""
     assert decision.image is not None
     folder.mkdir(parents=True, exist_ok=True)
