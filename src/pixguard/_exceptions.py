@@ -27,6 +27,7 @@ without parsing messages.
     ├── ParityError                     parity_failed
     ├── ExportError                     export_failed
     ├── DatasetError                    dataset_invalid
+    │   └── FlaggedTrainingDataError    dataset_flagged
     ├── TrainingError                   training_failed
     ├── GenerationError                 generation_invalid
     │   └── PromptRefusedError          prompt_refused
@@ -48,6 +49,7 @@ __all__ = [
     "DatasetError",
     "EmptyImageError",
     "ExportError",
+    "FlaggedTrainingDataError",
     "GenerationError",
     "ImageDecodeError",
     "ImageError",
@@ -207,6 +209,23 @@ class DatasetError(PixguardError):
     """A labelled dataset (folder or manifest) cannot be used."""
 
     code = "dataset_invalid"
+
+
+class FlaggedTrainingDataError(DatasetError):
+    """The safety classifier flagged training images (or could not screen them);
+    ``flagged`` names each file with its score (None when it could not be scored)."""
+
+    code = "dataset_flagged"
+
+    def __init__(
+        self, message: str, *, flagged: list[tuple[str, float | None]], source: str | None = None
+    ) -> None:
+        listing = "; ".join(
+            f"{path} ({'not scored' if score is None else f'nsfw {score:.3f}'})"
+            for path, score in flagged
+        )
+        super().__init__(f"{message}: {listing}", source=source)
+        self.flagged = flagged
 
 
 class TrainingError(PixguardError):

@@ -36,6 +36,7 @@ from ._generate import generate_command
 from ._help import CommandsInUserOrder
 from ._index import index_app
 from ._inputs import expand_paths
+from ._lora import lora_app
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
@@ -64,6 +65,7 @@ app.add_typer(index_app, name="index")
 register_training(app)
 app.command("serve")(serve_command)
 app.command("generate")(generate_command)
+app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
 
 
