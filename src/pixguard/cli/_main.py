@@ -36,6 +36,7 @@ from ._generate import generate_command
 from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
+from ._review import review_app
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
 
@@ -62,6 +63,7 @@ register_training(app)
 app.command("serve")(serve_command)
 app.command("generate")(generate_command)
 app.add_typer(keys_app, name="keys")
+app.add_typer(review_app, name="review")
 
 
 @app.callback()
