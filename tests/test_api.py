@@ -46,6 +46,10 @@ EXPECTED_CODES = {
     "PolicyNotFoundError": "policy_not_found",
     "PolicyInvalidError": "policy_invalid",
     "PolicyLabelError": "policy_label_unknown",
+    "ReviewError": "review_error",
+    "ReviewItemNotFoundError": "review_item_not_found",
+    "ReviewConflictError": "review_conflict",
+    "ReviewInvalidError": "review_invalid",
 }
 
 
@@ -90,6 +94,7 @@ def test_error_to_dict_names_the_source():
         "pixguard.train",
         "pixguard.cli",
         "pixguard.policy",
+        "pixguard.review",
     ],
 )
 def test_all_lists_exactly_what_exists(module):
@@ -110,6 +115,7 @@ def test_public_names_do_not_leak_private_modules():
         "index",
         "models",
         "policy",
+        "review",
         "runtimes",
         "serve",
         "train",
