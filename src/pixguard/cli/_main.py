@@ -22,6 +22,7 @@ from ..export import export_model
 from ..images import DecodeLimits
 from ..index import Index
 from ..models import DEFAULT_MODEL, list_models, model_status
+from ..policy import Policy
 from ._common import (
     EXIT_INTERNAL,
     EXIT_SOME_INPUTS_FAILED,
@@ -35,7 +36,9 @@ from ._generate import generate_command
 from ._help import CommandsInUserOrder
 from ._index import index_app
 from ._inputs import expand_paths
+from ._lora import lora_app
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
+from ._review import review_app
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
 
@@ -63,7 +66,9 @@ app.add_typer(index_app, name="index")
 register_training(app)
 app.command("serve")(serve_command)
 app.command("generate")(generate_command)
+app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
+app.add_typer(review_app, name="review")
 
 
 @app.callback()
@@ -169,6 +174,13 @@ def classify(
         float | None,
         typer.Option(help="Similarity that counts as a bank match (default: the bank's own)."),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="A policy TOML file: add its action (allow/review/block) to each result.",
+        ),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
@@ -195,6 +207,7 @@ def classify(
         stderr.print("[bold red]error[/] no image files found in the given paths")
         raise typer.Exit(EXIT_USAGE)
     try:
+        policy = Policy.load(policy_file) if policy_file is not None else None
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
         classifier = Classifier.load(
             model,
@@ -204,6 +217,8 @@ def classify(
             precision=precision,
             trust_torchscript=trust_torchscript,
         )
+        if policy is not None:
+            policy.check_labels(classifier.name, classifier.spec.label_names)
     except PixguardError as exc:
         raise fail(exc) from None
 
@@ -228,6 +243,7 @@ def classify(
             classifier.spec.label_names,
             table_console,
             with_bank=known_bad is not None,
+            with_policy=policy is not None,
         )
         vectors = (
             EmbeddingWriter(embeddings, len(inputs), classifier.embedding_dim or 0)
@@ -238,9 +254,12 @@ def classify(
         task = bar.add_task("classify", total=len(inputs))
         try:
             for prediction in classifier.iter_predict(inputs, batch_size=batch_size):
-                extra = None
+                extra: dict[str, object] = {}
                 if known_bad is not None:
                     extra = known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
+                if policy is not None:
+                    matched = bool(extra.get("bank_match", False))
+                    extra.update(policy.decide(prediction, bank_match=matched).to_dict())
                 failures += _record(prediction, writer, vectors, extra)
                 bar.advance(task)
         except PixguardError as exc:  # the bank was built with another model

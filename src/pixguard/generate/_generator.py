@@ -18,10 +18,10 @@ from .._files import atomic_file
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
 from ._gate import GateAction, GateDecision, SafetyGate
-from ._loading import load_pipeline
+from ._loading import load_loras, load_pipeline
 from ._variants import Variant
 
-__all__ = ["GeneratedImage", "Generator"]
+__all__ = ["GeneratedImage", "Generator", "pick_device", "write_gated_png"]
 
 _SIZE_MULTIPLE = 16
 _MAX_UNKNOWN_PIXELS = 4 * 1024 * 1024
@@ -50,7 +50,7 @@ class GeneratedImage:
         }
 
 
-def _device(requested: str) -> str:
+def pick_device(requested: str) -> str:
     import torch
 
     if requested != "auto":
@@ -125,7 +125,7 @@ class Generator:
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
         )
-        target = _device(device)
+        target = pick_device(device)
         torch_dtype = {
             "auto": torch.bfloat16 if target == "cuda" else torch.float32,
             "fp32": torch.float32,
@@ -141,17 +141,7 @@ class Generator:
         if vae_tiling:
             pipeline.vae.enable_tiling()
         if loras:
-            names = []
-            for position, (path, _) in enumerate(loras):
-                name = f"lora{position}"
-                try:
-                    pipeline.load_lora_weights(os.fspath(path), adapter_name=name)
-                except (OSError, ValueError) as exc:
-                    raise GenerationError(
-                        f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
-                    ) from exc
-                names.append(name)
-            pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
+            load_loras(pipeline, loras)
         if compile:
             pipeline.transformer = torch.compile(pipeline.transformer)
         pipeline.set_progress_bar_config(disable=True)
@@ -278,7 +268,7 @@ class Generator:
             )
             path = None
             if decision.image is not None and output_dir is not None:
-                path = _write_png(decision, parameters, Path(output_dir), image_seed)
+                path = write_gated_png(decision, parameters, Path(output_dir), image_seed)
             results.append(GeneratedImage(image_seed, decision, parameters, path))
             if decision.image is not None:
                 safe += 1
@@ -292,7 +282,7 @@ def _load_input_image(value: Any, width: int, height: int) -> Any:
     return image.resize((width, height))
 
 
-def _write_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
+def write_gated_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
     """Atomically write a gated image with A1111-style ``parameters`` and the verdict."""
     assert decision.image is not None
     folder.mkdir(parents=True, exist_ok=True)
