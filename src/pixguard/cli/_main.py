@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -336,6 +338,10 @@ def _record(
 
 
 def main() -> None:
+    # The command line is an application, which may choose its warnings (the library
+    # never does): pixguard checks its own pixel limit from the header, so Pillow's
+    # warning at its lower limit is noise on legitimate large photos.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         app()
     except Exception as exc:
