@@ -35,8 +35,15 @@ without parsing messages.
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
-    └── PolicyError
-        └── InvalidThresholdError       threshold_invalid
+    ├── PolicyError
+    │   ├── InvalidThresholdError       threshold_invalid
+    │   ├── PolicyNotFoundError         policy_not_found
+    │   ├── PolicyInvalidError          policy_invalid
+    │   └── PolicyLabelError            policy_label_unknown
+    └── ReviewError                     review_error
+        ├── ReviewItemNotFoundError     review_item_not_found
+        ├── ReviewConflictError         review_conflict
+        └── ReviewInvalidError          review_invalid
 """
 
 from __future__ import annotations
@@ -70,7 +77,14 @@ __all__ = [
     "ParityError",
     "PixguardError",
     "PolicyError",
+    "PolicyInvalidError",
+    "PolicyLabelError",
+    "PolicyNotFoundError",
     "PromptRefusedError",
+    "ReviewConflictError",
+    "ReviewError",
+    "ReviewInvalidError",
+    "ReviewItemNotFoundError",
     "RuntimeUnavailableError",
     "TooManyPixelsError",
     "TrainingError",
@@ -269,3 +283,46 @@ class PolicyError(PixguardError):
 
 class InvalidThresholdError(PolicyError):
     code = "threshold_invalid"
+
+
+class PolicyNotFoundError(PolicyError):
+    """The policy file does not exist or cannot be read."""
+
+    code = "policy_not_found"
+
+
+class PolicyInvalidError(PolicyError):
+    """The policy file is not a valid policy (TOML, keys, bands, or it allows everything)."""
+
+    code = "policy_invalid"
+
+
+class PolicyLabelError(PolicyError):
+    """A per-label rule names a label the model does not have."""
+
+    code = "policy_label_unknown"
+
+
+class ReviewError(PixguardError):
+    """The review queue cannot do what was asked."""
+
+    code = "review_error"
+
+
+class ReviewItemNotFoundError(ReviewError):
+    """No queued item (or decision) with that id or sha256."""
+
+    code = "review_item_not_found"
+
+
+class ReviewConflictError(ReviewError):
+    """The item is not in a state that allows this: claimed by another reviewer,
+    already decided, or its image bytes are gone."""
+
+    code = "review_conflict"
+
+
+class ReviewInvalidError(ReviewError):
+    """A decision, limit or export target that is not valid."""
+
+    code = "review_invalid"

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import PngImagePlugin
 
 from .._exceptions import GenerationError, PromptRefusedError
+from .._files import atomic_file
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
 from ._control import (
@@ -377,7 +378,6 @@ def write_gated_png(decision: GateDecision, parameters: str, folder: Path, seed:
     info.add_text("parameters", parameters)
     info.add_text("pixguard", json.dumps(decision.to_dict()))
     target = folder / f"{seed}-{secrets.token_hex(3)}.png"
-    temporary = folder / f".{target.name}.tmp"
-    decision.image.save(temporary, format="PNG", pnginfo=info)
-    os.replace(temporary, target)
+    with atomic_file(target) as temporary:
+        decision.image.save(temporary, format="PNG", pnginfo=info)
     return target
