@@ -38,6 +38,7 @@ EXPECTED_CODES = {
     "FlaggedTrainingDataError": "dataset_flagged",
     "GenerationError": "generation_invalid",
     "PromptRefusedError": "prompt_refused",
+    "InputImageRefusedError": "input_image_refused",
     "TrainingError": "training_failed",
     "IndexModelMismatchError": "index_model_mismatch",
     "IndexEntryNotFoundError": "index_entry_not_found",

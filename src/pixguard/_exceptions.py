@@ -30,7 +30,8 @@ without parsing messages.
     │   └── FlaggedTrainingDataError    dataset_flagged
     ├── TrainingError                   training_failed
     ├── GenerationError                 generation_invalid
-    │   └── PromptRefusedError          prompt_refused
+    │   ├── PromptRefusedError          prompt_refused
+    │   └── InputImageRefusedError      input_image_refused
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
@@ -64,6 +65,7 @@ __all__ = [
     "IndexModelMismatchError",
     "IndexStoreError",
     "InferenceError",
+    "InputImageRefusedError",
     "InvalidImageInputError",
     "InvalidThresholdError",
     "ModelConfigError",
@@ -250,6 +252,13 @@ class PromptRefusedError(GenerationError):
     """The prompt matched the configured screening list; nothing was computed."""
 
     code = "prompt_refused"
+
+
+class InputImageRefusedError(GenerationError):
+    """The safety classifier flagged an input image (a ControlNet control image), or
+    could not score it; nothing was generated."""
+
+    code = "input_image_refused"
 
 
 class IndexStoreError(PixguardError):

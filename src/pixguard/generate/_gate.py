@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from PIL import Image, ImageFilter
 
-from .._exceptions import InvalidThresholdError
+from .._exceptions import InputImageRefusedError, InvalidThresholdError
 from ..classify import Classifier
 
 __all__ = ["GateAction", "GateDecision", "SafetyGate"]
@@ -133,3 +133,16 @@ class SafetyGate:
                     )
                 )
         return decisions
+
+    def screen_input(self, image: Image.Image, source: str) -> None:
+        """Refuse an input image (a control image) that the gate would not let out:
+        flagged, or not scorable. Under the allow-flagged opt-out it passes, logged."""
+        decision = self.check([image])[0]
+        if decision.decision in ("blocked", "blurred"):
+            score = (
+                "not scored" if decision.nsfw_score is None else f"nsfw {decision.nsfw_score:.3f}"
+            )
+            raise InputImageRefusedError(
+                f"the safety model refused this input image ({decision.reason}; {score})",
+                source=source,
+            )
