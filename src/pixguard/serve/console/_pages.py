@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
-import swagger_ui_bundle
+import fastapi_offline
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -34,7 +34,8 @@ __all__ = ["CONTENT_SECURITY_POLICY", "router"]
 _HERE = Path(__file__).parent
 _STATIC_ROOTS = {
     "console": _HERE / "static",
-    "swagger": Path(swagger_ui_bundle.swagger_ui_path),
+    # Swagger UI 5 (OpenAPI 3.1, which FastAPI writes), as shipped in fastapi-offline.
+    "swagger": Path(fastapi_offline.__file__).parent / "static",
 }
 _LOGIN_CSRF_COOKIE = "pixguard_login_csrf"
 _PAGE_SIZE = 50
@@ -282,8 +283,8 @@ def _audit_rows(
     service: ServiceState, viewer: Principal, filters: dict[str, Any], *, limit: int, after_id: int
 ) -> list[dict[str, Any]]:
     return service.audit.query(
-        label=filters["label"] or None,
-        action=filters["action"] or None,
+        label=filters["label"],
+        action=filters["action"],
         key_id=visible_key(viewer, filters["key_id"]),
         since=_timestamp(filters["since"]),
         until=_timestamp(filters["until"], end=True),
@@ -293,9 +294,18 @@ def _audit_rows(
 
 
 def _filters(
-    label: str | None, action: str | None, key_id: int | None, since: str | None, until: str | None
+    label: str | None, action: str | None, key_id: str | None, since: str | None, until: str | None
 ) -> dict[str, Any]:
-    return {"label": label, "action": action, "key_id": key_id, "since": since, "until": until}
+    # A form's empty fields arrive as "": they mean "any".
+    if key_id and not key_id.isdigit():
+        raise ServiceError(422, "invalid_key_id", f"{key_id!r} is not a key id")
+    return {
+        "label": label or None,
+        "action": action or None,
+        "key_id": int(key_id) if key_id else None,
+        "since": since or None,
+        "until": until or None,
+    }
 
 
 @router.get("/decisions")
@@ -304,7 +314,7 @@ async def decisions_page(
     service: Service,
     label: str | None = None,
     action: str | None = None,
-    key_id: int | None = None,
+    key_id: str | None = None,
     since: str | None = None,
     until: str | None = None,
     after_id: Annotated[int, Query(ge=0)] = 0,
@@ -313,8 +323,8 @@ async def decisions_page(
         viewer = _viewer(request, service)
     except _SignInNeededError:
         return RedirectResponse("/login?next=/decisions", status_code=303)
-    filters = _filters(label, action, key_id, since, until)
     try:
+        filters = _filters(label, action, key_id, since, until)
         rows = _audit_rows(service, viewer, filters, limit=_PAGE_SIZE + 1, after_id=after_id)
     except ServiceError as exc:
         return _render(
@@ -342,7 +352,7 @@ async def decisions_csv(
     service: Service,
     label: str | None = None,
     action: str | None = None,
-    key_id: int | None = None,
+    key_id: str | None = None,
     since: str | None = None,
     until: str | None = None,
 ) -> Response:
