@@ -556,9 +556,11 @@ class ReviewQueue:
         decision_id: int | None = None,
         appellant: str,
         note: str | None = None,
+        key_id: int | None = None,
     ) -> DecisionRecord:
         """Send a decided item (by its image's sha256, or a decision id) to the
-        escalation queue again."""
+        escalation queue again. With ``key_id``, only items that key submitted can
+        be appealed (others are not found)."""
         if (sha256 is None) == (decision_id is None):
             raise ReviewInvalidError("an appeal names either a sha256 or a decision id")
         _check_reviewer(appellant)
@@ -570,10 +572,14 @@ class ReviewQueue:
                 if found is None:
                     raise ReviewItemNotFoundError(f"no decision {decision_id}")
                 row = _item_row(db, found[0])
+                if key_id is not None and row["key_id"] != key_id:
+                    raise ReviewItemNotFoundError(f"no decision {decision_id}")
             else:
+                mine = "" if key_id is None else " AND key_id = ?"
                 row = db.execute(
-                    "SELECT * FROM items WHERE sha256 = ? AND state = ? ORDER BY id DESC LIMIT 1",
-                    (sha256, ItemState.decided),
+                    f"SELECT * FROM items WHERE sha256 = ? AND state = ?{mine}"
+                    " ORDER BY id DESC LIMIT 1",
+                    (sha256, ItemState.decided, *(() if key_id is None else (key_id,))),
                 ).fetchone()
                 if row is None:
                     raise ReviewItemNotFoundError(f"no decided item with sha256 {sha256}")

@@ -61,6 +61,18 @@ class ServeSettings(BaseSettings):
     generate_queue_size: int = Field(
         8, ge=1, description="Generation jobs waiting; beyond it, 429."
     )
+    policy: Path | None = Field(
+        None,
+        description="A policy TOML file: every response and audit row gets its action; review goes to the queue.",
+    )
+    review_lease_s: float = Field(300.0, gt=0.0, description="How long a reviewer's claim lasts.")
+    review_retention_days: float = Field(
+        30.0, gt=0.0, description="Queued image bytes are deleted after this many days."
+    )
+    review_keep_for_training: bool = Field(
+        True, description="Keep decided images (until retention) for `pixguard review export`."
+    )
+    session_ttl_s: float = Field(8 * 3600.0, gt=0.0, description="Console sign-in lifetime.")
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod
