@@ -33,8 +33,9 @@ without parsing messages.
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
-    └── PolicyError
-        └── InvalidThresholdError       threshold_invalid
+    ├── PolicyError
+    │   └── InvalidThresholdError       threshold_invalid
+    └── ScanError                       scan_invalid
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ __all__ = [
     "PolicyError",
     "PromptRefusedError",
     "RuntimeUnavailableError",
+    "ScanError",
     "TooManyPixelsError",
     "TrainingError",
     "TruncatedImageError",
@@ -241,3 +243,9 @@ class PolicyError(PixguardError):
 
 class InvalidThresholdError(PolicyError):
     code = "threshold_invalid"
+
+
+class ScanError(PixguardError):
+    """A scan cannot start or resume: bad sources, or an output folder it must not touch."""
+
+    code = "scan_invalid"

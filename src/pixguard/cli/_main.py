@@ -35,6 +35,7 @@ from ._generate import generate_command
 from ._index import index_app
 from ._inputs import expand_paths
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
+from ._scan import scan_command
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
 
@@ -61,6 +62,7 @@ register_training(app)
 app.command("serve")(serve_command)
 app.command("generate")(generate_command)
 app.add_typer(keys_app, name="keys")
+app.command("scan")(scan_command)
 
 
 @app.callback()
