@@ -35,6 +35,7 @@ EXPECTED_CODES = {
     "ExportError": "export_failed",
     "IndexStoreError": "index_error",
     "DatasetError": "dataset_invalid",
+    "FlaggedTrainingDataError": "dataset_flagged",
     "GenerationError": "generation_invalid",
     "PromptRefusedError": "prompt_refused",
     "TrainingError": "training_failed",
@@ -42,6 +43,13 @@ EXPECTED_CODES = {
     "IndexEntryNotFoundError": "index_entry_not_found",
     "PolicyError": "policy_error",
     "InvalidThresholdError": "threshold_invalid",
+    "PolicyNotFoundError": "policy_not_found",
+    "PolicyInvalidError": "policy_invalid",
+    "PolicyLabelError": "policy_label_unknown",
+    "ReviewError": "review_error",
+    "ReviewItemNotFoundError": "review_item_not_found",
+    "ReviewConflictError": "review_conflict",
+    "ReviewInvalidError": "review_invalid",
 }
 
 
@@ -80,10 +88,13 @@ def test_error_to_dict_names_the_source():
         "pixguard.classify",
         "pixguard.export",
         "pixguard.generate",
+        "pixguard.generate.lora",
         "pixguard.index",
         "pixguard.serve",
         "pixguard.train",
         "pixguard.cli",
+        "pixguard.policy",
+        "pixguard.review",
     ],
 )
 def test_all_lists_exactly_what_exists(module):
@@ -103,6 +114,8 @@ def test_public_names_do_not_leak_private_modules():
         "images",
         "index",
         "models",
+        "policy",
+        "review",
         "runtimes",
         "serve",
         "train",

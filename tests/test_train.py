@@ -343,3 +343,25 @@ def test_cli_evaluate_and_calibrate(textures, base, probe, tmp_path):
     )
     assert finetuned.exit_code == 0, finetuned.output
     assert (tmp_path / "ft" / "model.safetensors").is_file()
+
+
+def test_metrics_are_scikit_learn_s_on_ties_and_one_class():
+    from sklearn import metrics as sk
+
+    from pixguard.train._metrics import roc_auc, roc_curve
+
+    rng = np.random.default_rng(3)
+    truth = rng.random(400) < 0.3
+    scores = np.round(rng.random(400) * 0.6 + truth * 0.3, 2)  # many ties
+    assert roc_auc(truth, scores) == pytest.approx(sk.roc_auc_score(truth, scores))
+    fpr, tpr = roc_curve(truth, scores)
+    sk_fpr, sk_tpr, _ = sk.roc_curve(truth, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    precision, _recall, thresholds = pr_curve(truth, scores)
+    assert np.all(np.diff(thresholds) < 0)  # highest threshold first, every distinct score
+    assert len(thresholds) == len(np.unique(scores))
+    point = report(truth, scores, 0.5)
+    assert point["classes"]["sfw"]["f1"] == pytest.approx(sk.f1_score(~truth, scores < 0.5))
+    assert report(np.ones(5, bool), np.linspace(0, 1, 5), 0.5)["roc_auc"] is None
+    assert precision[0] == pytest.approx(sk.precision_score(truth, scores >= thresholds[0]))

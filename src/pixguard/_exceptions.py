@@ -27,6 +27,7 @@ without parsing messages.
     ├── ParityError                     parity_failed
     ├── ExportError                     export_failed
     ├── DatasetError                    dataset_invalid
+    │   └── FlaggedTrainingDataError    dataset_flagged
     ├── TrainingError                   training_failed
     ├── GenerationError                 generation_invalid
     │   └── PromptRefusedError          prompt_refused
@@ -34,7 +35,14 @@ without parsing messages.
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
     ├── PolicyError
-    │   └── InvalidThresholdError       threshold_invalid
+    │   ├── InvalidThresholdError       threshold_invalid
+    │   ├── PolicyNotFoundError         policy_not_found
+    │   ├── PolicyInvalidError          policy_invalid
+    │   └── PolicyLabelError            policy_label_unknown
+    ├── ReviewError                     review_error
+    │   ├── ReviewItemNotFoundError     review_item_not_found
+    │   ├── ReviewConflictError         review_conflict
+    │   └── ReviewInvalidError          review_invalid
     └── ScanError                       scan_invalid
 """
 
@@ -46,6 +54,7 @@ __all__ = [
     "DatasetError",
     "EmptyImageError",
     "ExportError",
+    "FlaggedTrainingDataError",
     "GenerationError",
     "ImageDecodeError",
     "ImageError",
@@ -67,7 +76,14 @@ __all__ = [
     "ParityError",
     "PixguardError",
     "PolicyError",
+    "PolicyInvalidError",
+    "PolicyLabelError",
+    "PolicyNotFoundError",
     "PromptRefusedError",
+    "ReviewConflictError",
+    "ReviewError",
+    "ReviewInvalidError",
+    "ReviewItemNotFoundError",
     "RuntimeUnavailableError",
     "ScanError",
     "TooManyPixelsError",
@@ -205,6 +221,23 @@ class DatasetError(PixguardError):
     code = "dataset_invalid"
 
 
+class FlaggedTrainingDataError(DatasetError):
+    """The safety classifier flagged training images (or could not screen them);
+    ``flagged`` names each file with its score (None when it could not be scored)."""
+
+    code = "dataset_flagged"
+
+    def __init__(
+        self, message: str, *, flagged: list[tuple[str, float | None]], source: str | None = None
+    ) -> None:
+        listing = "; ".join(
+            f"{path} ({'not scored' if score is None else f'nsfw {score:.3f}'})"
+            for path, score in flagged
+        )
+        super().__init__(f"{message}: {listing}", source=source)
+        self.flagged = flagged
+
+
 class TrainingError(PixguardError):
     code = "training_failed"
 
@@ -243,6 +276,49 @@ class PolicyError(PixguardError):
 
 class InvalidThresholdError(PolicyError):
     code = "threshold_invalid"
+
+
+class PolicyNotFoundError(PolicyError):
+    """The policy file does not exist or cannot be read."""
+
+    code = "policy_not_found"
+
+
+class PolicyInvalidError(PolicyError):
+    """The policy file is not a valid policy (TOML, keys, bands, or it allows everything)."""
+
+    code = "policy_invalid"
+
+
+class PolicyLabelError(PolicyError):
+    """A per-label rule names a label the model does not have."""
+
+    code = "policy_label_unknown"
+
+
+class ReviewError(PixguardError):
+    """The review queue cannot do what was asked."""
+
+    code = "review_error"
+
+
+class ReviewItemNotFoundError(ReviewError):
+    """No queued item (or decision) with that id or sha256."""
+
+    code = "review_item_not_found"
+
+
+class ReviewConflictError(ReviewError):
+    """The item is not in a state that allows this: claimed by another reviewer,
+    already decided, or its image bytes are gone."""
+
+    code = "review_conflict"
+
+
+class ReviewInvalidError(ReviewError):
+    """A decision, limit or export target that is not valid."""
+
+    code = "review_invalid"
 
 
 class ScanError(PixguardError):

@@ -83,6 +83,7 @@ class Classifier:
         workers: int | None = None,
         runtime: str = "auto",
         precision: str | None = None,
+        trust_torchscript: bool = False,
     ) -> Classifier:
         """Load a registered model by name, a model folder, or ``hf-hub:owner/repo``.
 
@@ -90,11 +91,17 @@ class Classifier:
         overrides the model's own default. ``runtime`` is ``torch``,
         ``onnxruntime``, ``openvino`` or ``auto`` (the fastest path here that passes
         the parity gate); ``precision`` is ``fp32``, ``bf16`` or ``int8``.
+        ``trust_torchscript`` allows a TorchScript folder that pixguard did not
+        export on this machine: TorchScript is code, load it only from a trusted source.
         """
         if threshold is not None:
             _check_threshold(threshold)
         loaded = load_runtime(
-            resolve_model(name_or_path), runtime=runtime, precision=precision, threshold=threshold
+            resolve_model(name_or_path),
+            runtime=runtime,
+            precision=precision,
+            threshold=threshold,
+            trust_torchscript=trust_torchscript,
         )
         return cls(
             loaded.runtime,

@@ -22,6 +22,7 @@ from ..export import export_model
 from ..images import DecodeLimits
 from ..index import Index
 from ..models import DEFAULT_MODEL, list_models, model_status
+from ..policy import Policy
 from ._common import (
     EXIT_INTERNAL,
     EXIT_SOME_INPUTS_FAILED,
@@ -32,9 +33,12 @@ from ._common import (
     stderr,
 )
 from ._generate import generate_command
+from ._help import CommandsInUserOrder
 from ._index import index_app
 from ._inputs import expand_paths
+from ._lora import lora_app
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
+from ._review import review_app
 from ._scan import scan_command
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
@@ -44,6 +48,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pixguard",
+    cls=CommandsInUserOrder,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Self-hosted image safety: classify images NSFW/SFW on this machine.",
     no_args_is_help=True,
     add_completion=False,
@@ -61,7 +67,9 @@ app.add_typer(index_app, name="index")
 register_training(app)
 app.command("serve")(serve_command)
 app.command("generate")(generate_command)
+app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
+app.add_typer(review_app, name="review")
 app.command("scan")(scan_command)
 
 
@@ -168,12 +176,25 @@ def classify(
         float | None,
         typer.Option(help="Similarity that counts as a bank match (default: the bank's own)."),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="A policy TOML file: add its action (allow/review/block) to each result.",
+        ),
+    ] = None,
     progress: Annotated[
         bool | None,
         typer.Option(
             "--progress/--no-progress", help="Progress bar on stderr (default: when a terminal)."
         ),
     ] = None,
+    trust_torchscript: Annotated[
+        bool,
+        typer.Option(
+            help="Load a TorchScript model that pixguard did not export here (TorchScript is code)."
+        ),
+    ] = False,
 ) -> None:
     """Classify images as NSFW/SFW.
 
@@ -188,10 +209,18 @@ def classify(
         stderr.print("[bold red]error[/] no image files found in the given paths")
         raise typer.Exit(EXIT_USAGE)
     try:
+        policy = Policy.load(policy_file) if policy_file is not None else None
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
         classifier = Classifier.load(
-            model, threshold=threshold, limits=limits, runtime=runtime, precision=precision
+            model,
+            threshold=threshold,
+            limits=limits,
+            runtime=runtime,
+            precision=precision,
+            trust_torchscript=trust_torchscript,
         )
+        if policy is not None:
+            policy.check_labels(classifier.name, classifier.spec.label_names)
     except PixguardError as exc:
         raise fail(exc) from None
 
@@ -216,6 +245,7 @@ def classify(
             classifier.spec.label_names,
             table_console,
             with_bank=known_bad is not None,
+            with_policy=policy is not None,
         )
         vectors = (
             EmbeddingWriter(embeddings, len(inputs), classifier.embedding_dim or 0)
@@ -226,9 +256,12 @@ def classify(
         task = bar.add_task("classify", total=len(inputs))
         try:
             for prediction in classifier.iter_predict(inputs, batch_size=batch_size):
-                extra = None
+                extra: dict[str, object] = {}
                 if known_bad is not None:
                     extra = known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
+                if policy is not None:
+                    matched = bool(extra.get("bank_match", False))
+                    extra.update(policy.decide(prediction, bank_match=matched).to_dict())
                 failures += _record(prediction, writer, vectors, extra)
                 bar.advance(task)
         except PixguardError as exc:  # the bank was built with another model

@@ -14,13 +14,14 @@ from typing import Any
 from PIL import PngImagePlugin
 
 from .._exceptions import GenerationError, PromptRefusedError
+from .._files import atomic_file
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
 from ._gate import GateAction, GateDecision, SafetyGate
-from ._loading import load_pipeline
+from ._loading import load_loras, load_pipeline
 from ._variants import Variant
 
-__all__ = ["GeneratedImage", "Generator"]
+__all__ = ["GeneratedImage", "Generator", "pick_device", "write_gated_png"]
 
 _SIZE_MULTIPLE = 16
 _MAX_UNKNOWN_PIXELS = 4 * 1024 * 1024
@@ -49,7 +50,7 @@ class GeneratedImage:
         }
 
 
-def _device(requested: str) -> str:
+def pick_device(requested: str) -> str:
     import torch
 
     if requested != "auto":
@@ -124,7 +125,7 @@ class Generator:
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
         )
-        target = _device(device)
+        target = pick_device(device)
         torch_dtype = {
             "auto": torch.bfloat16 if target == "cuda" else torch.float32,
             "fp32": torch.float32,
@@ -140,17 +141,7 @@ class Generator:
         if vae_tiling:
             pipeline.vae.enable_tiling()
         if loras:
-            names = []
-            for position, (path, _) in enumerate(loras):
-                name = f"lora{position}"
-                try:
-                    pipeline.load_lora_weights(os.fspath(path), adapter_name=name)
-                except (OSError, ValueError) as exc:
-                    raise GenerationError(
-                        f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
-                    ) from exc
-                names.append(name)
-            pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
+            load_loras(pipeline, loras)
         if compile:
             pipeline.transformer = torch.compile(pipeline.transformer)
         pipeline.set_progress_bar_config(disable=True)
@@ -277,7 +268,7 @@ class Generator:
             )
             path = None
             if decision.image is not None and output_dir is not None:
-                path = _write_png(decision, parameters, Path(output_dir), image_seed)
+                path = write_gated_png(decision, parameters, Path(output_dir), image_seed)
             results.append(GeneratedImage(image_seed, decision, parameters, path))
             if decision.image is not None:
                 safe += 1
@@ -291,7 +282,7 @@ def _load_input_image(value: Any, width: int, height: int) -> Any:
     return image.resize((width, height))
 
 
-def _write_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
+def write_gated_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
     """Atomically write a gated image with A1111-style ``parameters`` and the verdict."""
     assert decision.image is not None
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,7 +290,6 @@ def _write_png(decision: GateDecision, parameters: str, folder: Path, seed: int)
     info.add_text("parameters", parameters)
     info.add_text("pixguard", json.dumps(decision.to_dict()))
     target = folder / f"{seed}-{secrets.token_hex(3)}.png"
-    temporary = folder / f".{target.name}.tmp"
-    decision.image.save(temporary, format="PNG", pnginfo=info)
-    os.replace(temporary, target)
+    with atomic_file(target) as temporary:
+        decision.image.save(temporary, format="PNG", pnginfo=info)
     return target

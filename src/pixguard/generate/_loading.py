@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import GenerationError
+from .._exceptions import GenerationError, UnsafeWeightsError
 from ._variants import VARIANTS, Variant
 
-__all__ = ["LoadedPipeline", "load_pipeline"]
+__all__ = ["LoadedPipeline", "load_loras", "load_pipeline", "safetensors_location"]
 
 _SINGLE_FILE_SUFFIX = ".safetensors"
 _UNSAFE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -215,3 +216,47 @@ def _from_single_file(
         ) from exc
     # A fine-tune is recorded under its own file name, not the base variant's.
     return LoadedPipeline(pipeline, path.name, spec)
+
+
+def safetensors_location(source: str | os.PathLike[str], what: str) -> tuple[str, str | None]:
+    """Where diffusers should read ``what``'s weights from, as (folder or Hub id,
+    file name or None), refusing anything but safetensors: a local file must be
+    ``.safetensors``, a local folder must hold one. Hub ids pass through; their
+    loads are made with ``use_safetensors=True``, which never falls back to pickle."""
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_file():
+        if path.suffix.lower() != _SINGLE_FILE_SUFFIX:
+            raise UnsafeWeightsError(
+                f"{what} weights must be {_SINGLE_FILE_SUFFIX}; pickled files are never loaded",
+                source=text,
+            )
+        return str(path.parent), path.name
+    if path.is_dir() and not any(path.rglob(f"*{_SINGLE_FILE_SUFFIX}")):
+        pickled = [p.name for p in path.rglob("*") if p.suffix.lower() in _UNSAFE_SUFFIXES]
+        reason = (
+            f"only pickled weights ({', '.join(sorted(pickled))}), which are never loaded"
+            if pickled
+            else f"no {_SINGLE_FILE_SUFFIX} weights"
+        )
+        raise UnsafeWeightsError(f"the {what} folder holds {reason}", source=text)
+    return text, None
+
+
+def load_loras(pipeline: Any, loras: Sequence[tuple[str | os.PathLike[str], float]]) -> None:
+    """Load LoRA adapters (diffusers/PEFT format, safetensors only), active together,
+    each at its own weight."""
+    names = []
+    for position, (path, _) in enumerate(loras):
+        name = f"lora{position}"
+        location, weight_name = safetensors_location(path, "LoRA")
+        try:
+            pipeline.load_lora_weights(
+                location, weight_name=weight_name, adapter_name=name, use_safetensors=True
+            )
+        except (OSError, ValueError) as exc:
+            raise GenerationError(
+                f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
+            ) from exc
+        names.append(name)
+    pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])

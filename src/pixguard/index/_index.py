@@ -20,7 +20,7 @@ from .._exceptions import (
     IndexStoreError,
     PixguardError,
 )
-from .._files import file_sha256
+from .._files import atomic_file, file_sha256
 from ..classify import Classifier, Prediction
 from ..images import ImageInput, describe_source
 from ._store import Entry, MetadataStore, NewEntry
@@ -632,8 +632,6 @@ def _contact_sheet(entries: list[Entry], path: Path) -> Path | None:
         x, y = (position % columns) * (_THUMB + 8) + 4, (position // columns) * (_THUMB + 24) + 4
         sheet.paste(thumb, (x + (_THUMB - thumb.width) // 2, y + (_THUMB - thumb.height) // 2))
         draw.text((x, y + _THUMB + 4), f"#{entry.id} {entry.label or ''}", fill=(230, 230, 230))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    sheet.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        sheet.save(temporary, format="PNG")
     return path

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from .._sqlite import connect, transaction
 
 __all__ = ["AuditLog"]
 
@@ -25,11 +26,7 @@ _COLUMNS = (
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(path, private=True)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT,"
             " key_id INTEGER, sha256 TEXT, label TEXT, nsfw_score REAL, model TEXT, threshold REAL, error TEXT,"
@@ -44,8 +41,7 @@ class AuditLog:
     def record(self, rows: list[dict[str, Any]]) -> None:
         """Append decisions in one transaction; returns once they are durable."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
+        with transaction(self._db, self._lock):
             self._db.executemany(
                 f"INSERT INTO decisions ({', '.join(_COLUMNS)}, image) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
                 [
@@ -53,7 +49,6 @@ class AuditLog:
                     for row in rows
                 ],
             )
-            self._db.execute("COMMIT")
 
     def query(
         self,

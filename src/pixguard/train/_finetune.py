@@ -8,7 +8,6 @@ import logging
 import math
 import random
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 
 from .._exceptions import DatasetError, ImageError, TrainingError
 from .._files import file_sha256, write_json_atomic
+from .._sqlite import connect, transaction
 from ..classify import Classifier
 from ..images import DecodeLimits, load_image, preprocess
 from ..models import resolve_model
@@ -105,9 +105,7 @@ class EmbeddingCache:
     re-runs and sweeps skip the backbone entirely."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS embeddings (model TEXT, sha256 TEXT, vector BLOB, PRIMARY KEY (model, sha256))"
         )
@@ -123,12 +121,11 @@ class EmbeddingCache:
         return found
 
     def put(self, model: str, items: dict[str, np.ndarray]) -> None:
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-            [(model, d, v.astype(np.float32).tobytes()) for d, v in items.items()],
-        )
-        self._db.execute("COMMIT")
+        with transaction(self._db):
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                [(model, d, v.astype(np.float32).tobytes()) for d, v in items.items()],
+            )
 
     def close(self) -> None:
         self._db.close()
