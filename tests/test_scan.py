@@ -178,8 +178,12 @@ def test_resume_after_kill_has_every_row_once(
     assert f'"skipped": {done_before}' in result.stdout
 
 
-def test_cli_scan_prints_a_summary(tmp_path: Path, collection: Path, tiny_vit_folder: Path) -> None:
+def test_cli_scan_prints_a_summary_with_policy_actions(
+    tmp_path: Path, collection: Path, tiny_vit_folder: Path
+) -> None:
     output = tmp_path / "out"
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[default]\nreview_from = 0.3\nblock_from = 0.9\n")
     result = CliRunner().invoke(
         app,
         [
@@ -192,6 +196,8 @@ def test_cli_scan_prints_a_summary(tmp_path: Path, collection: Path, tiny_vit_fo
             "--runtime",
             "torch",
             "--no-embeddings",
+            "--policy",
+            str(policy),
             "--format",
             "json",
         ],
@@ -199,6 +205,16 @@ def test_cli_scan_prints_a_summary(tmp_path: Path, collection: Path, tiny_vit_fo
     assert result.exit_code == 0, result.output
     assert '"image_empty": 1' in result.output
     assert "embedding" not in pq.read_schema(next(output.glob("*.parquet"))).names
+    rows = _rows(output)
+    # Unreadable inputs are blocked; read ones follow the bands of the example policy.
+    for row in rows:
+        score = row["nsfw_score"]
+        expected = (
+            "block" if score is None or score >= 0.9 else "review" if score >= 0.3 else "allow"
+        )
+        assert row["action"] == expected, row
+    assert len({row["action"] for row in rows}) >= 2
+    assert f'"block": {sum(r["action"] == "block" for r in rows)}' in result.output
     missing = CliRunner().invoke(app, ["scan", str(tmp_path / "nowhere"), "-o", str(output)])
     assert missing.exit_code == 2 and "scan_invalid" in missing.output
 

@@ -13,6 +13,7 @@ from .._exceptions import PixguardError
 from ..classify import DEFAULT_BATCH_SIZE
 from ..images import DecodeLimits
 from ..models import DEFAULT_MODEL
+from ..policy import Policy
 from ..scale import (
     DEFAULT_ROWS_PER_FILE,
     ENGINES,
@@ -58,6 +59,10 @@ def scan_command(
     runtime: Annotated[str, typer.Option(help="auto, torch, onnxruntime or openvino.")] = "auto",
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or int8.")] = None,
     threshold: Annotated[float | None, typer.Option(help="NSFW threshold in [0, 1].")] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="A policy TOML file: adds each row's action (allow, review, block)."),
+    ] = None,
     embeddings: Annotated[
         bool, typer.Option("--embeddings/--no-embeddings", help="Keep each image's embedding.")
     ] = True,
@@ -89,7 +94,16 @@ def scan_command(
     """
     if output_format not in ("table", "json"):
         raise typer.BadParameter("must be table or json", param_hint="--format")
+    policy_bytes = None
+    if policy is not None:
+        try:
+            Policy.load(policy)  # a bad policy stops the scan before any work
+        except PixguardError as exc:
+            raise fail(exc) from None
+        policy_bytes = policy.read_bytes()
     options = ScanOptions(
+        policy=policy_bytes,
+        policy_source=str(policy),
         model=model,
         runtime=runtime,
         precision=precision,

@@ -20,6 +20,7 @@ import pyarrow as pa
 from .._exceptions import PixguardError
 from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction, PreparedInput
 from ..images import DecodeLimits
+from ..policy import Policy
 from ._sources import ObjectStoreOptions, read_input
 
 __all__ = ["ScanBatch", "ScanOptions", "output_schema"]
@@ -41,6 +42,14 @@ class ScanOptions:
     embeddings: bool = True
     store: ObjectStoreOptions = field(default_factory=ObjectStoreOptions)
     read_threads: int = DEFAULT_READ_THREADS
+    #: The policy file's bytes (a worker rebuilds the Policy from them), for ``action``.
+    policy: bytes | None = None
+    policy_source: str = "<policy>"
+
+    def load_policy(self) -> Policy | None:
+        if self.policy is None:
+            return None
+        return Policy.from_bytes(self.policy, source=self.policy_source)
 
     def load_classifier(self) -> Classifier:
         return Classifier.load(
@@ -88,6 +97,9 @@ class ScanBatch:
     def __init__(self, options: ScanOptions) -> None:
         self.options = options
         self.classifier = options.load_classifier()
+        self.policy = options.load_policy()
+        if self.policy is not None:
+            self.policy.check_labels(self.classifier.name, self.classifier.spec.label_names)
         dim = self.classifier.embedding_dim if options.embeddings else None
         self.schema = output_schema(dim)
         self._pool = ThreadPoolExecutor(options.read_threads, thread_name_prefix="pixguard-scan")
@@ -137,7 +149,7 @@ class ScanBatch:
             "probabilities": list(prediction.probabilities.items()) if prediction.ok else None,
             "model": prediction.model,
             "runtime": prediction.runtime,
-            "action": None,
+            "action": self.policy.decide(prediction).action.value if self.policy else None,
             "error_code": error.code if error is not None else None,
             "error_message": str(error) if error is not None else None,
         }

@@ -97,4 +97,5 @@ def _manifest(options: ScanOptions) -> dict[str, object]:
         "precision": options.precision,
         "threshold": options.threshold,
         "embeddings": options.embeddings,
+        "policy": None if options.policy is None else options.load_policy().version,  # type: ignore[union-attr]
     }
