@@ -15,6 +15,7 @@ COMMAND_EXAMPLES = {
     "models": "pixguard models",
     "index": "pixguard index add photos/ --index my-index --model opennsfw",
     "review": "pixguard review add uploads/ --policy policy.toml --model opennsfw",
+    "scan": "pixguard scan s3://bucket/uploads --output scan-out/ --model opennsfw",
     "finetune": (
         "pixguard finetune data/ --base marqo-nsfw-384 --nsfw-class nsfw --output my-policy"
     ),

@@ -41,6 +41,7 @@ from ._inputs import expand_paths
 from ._lora import lora_app
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
 from ._review import review_app
+from ._scan import scan_command
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
 
@@ -71,6 +72,7 @@ app.command("generate")(generate_command)
 app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
+app.command("scan")(scan_command)
 
 
 @app.callback()

@@ -303,7 +303,7 @@ class Index:
         on_result: Callable[[Prediction], None] | None = None,
     ) -> AddReport:
         """Embed and add images; bytes already in the index are not embedded again."""
-        self._bind(classifier.name, classifier.embedding_dim or 0)
+        self._bind(classifier.name, classifier.embedding_dim)
         report = AddReport()
         hashes = [_sha256_of(source) for source in sources]
         known = self._store.existing_hashes(h for h in hashes if h)
@@ -413,7 +413,7 @@ class Index:
         if classifier is None:
             raise IndexStoreError("searching by image needs a classifier to embed it")
         if self.model is not None:
-            self._bind(classifier.name, classifier.embedding_dim or 0)
+            self._bind(classifier.name, classifier.embedding_dim)
         prediction = classifier.classify(query)
         assert prediction.embedding is not None
         return prediction.embedding
