@@ -51,6 +51,7 @@ EXPECTED_CODES = {
     "ReviewItemNotFoundError": "review_item_not_found",
     "ReviewConflictError": "review_conflict",
     "ReviewInvalidError": "review_invalid",
+    "ScanError": "scan_invalid",
 }
 
 
@@ -118,6 +119,7 @@ def test_public_names_do_not_leak_private_modules():
         "policy",
         "review",
         "runtimes",
+        "scale",
         "serve",
         "train",
     }
