@@ -35,8 +35,10 @@ EXPECTED_CODES = {
     "ExportError": "export_failed",
     "IndexStoreError": "index_error",
     "DatasetError": "dataset_invalid",
+    "FlaggedTrainingDataError": "dataset_flagged",
     "GenerationError": "generation_invalid",
     "PromptRefusedError": "prompt_refused",
+    "InputImageRefusedError": "input_image_refused",
     "TrainingError": "training_failed",
     "IndexModelMismatchError": "index_model_mismatch",
     "IndexEntryNotFoundError": "index_entry_not_found",
@@ -52,6 +54,14 @@ EXPECTED_CODES = {
     "VideoTooLongError": "video_too_long",
     "VideoTooManyPixelsError": "video_too_many_pixels",
     "VideoTooManyFramesError": "video_too_many_frames",
+    "PolicyNotFoundError": "policy_not_found",
+    "PolicyInvalidError": "policy_invalid",
+    "PolicyLabelError": "policy_label_unknown",
+    "ReviewError": "review_error",
+    "ReviewItemNotFoundError": "review_item_not_found",
+    "ReviewConflictError": "review_conflict",
+    "ReviewInvalidError": "review_invalid",
+    "ScanError": "scan_invalid",
 }
 
 
@@ -90,10 +100,13 @@ def test_error_to_dict_names_the_source():
         "pixguard.classify",
         "pixguard.export",
         "pixguard.generate",
+        "pixguard.generate.lora",
         "pixguard.index",
         "pixguard.serve",
         "pixguard.train",
         "pixguard.cli",
+        "pixguard.policy",
+        "pixguard.review",
     ],
 )
 def test_all_lists_exactly_what_exists(module):
@@ -113,7 +126,10 @@ def test_public_names_do_not_leak_private_modules():
         "images",
         "index",
         "models",
+        "policy",
+        "review",
         "runtimes",
+        "scale",
         "serve",
         "train",
     }

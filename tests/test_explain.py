@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pixguard import Classifier, ExplanationError
-from pixguard.classify import EXPLANATION_GRID
+from pixguard.classify import EXPLANATION_GRID, deletion_check
 from pixguard.cli import app
 from pixguard.export import export_model
 from pixguard.images import Preprocessing, crop_box, preprocess
@@ -113,51 +113,19 @@ def test_the_heat_maps_back_through_the_centre_crop(trigger_classifier):
     assert of_wide.grid(rows=2, cols=4)["values"][0][0] == 0.0  # a cell the model never saw
 
 
-def _delete(image: Image.Image, top: int, left: int, size: int) -> Image.Image:
-    out = image.copy()
-    out.paste((128, 128, 128), (left, top, left + size, top + size))
-    return out
-
-
-def deletion_drops(
-    classifier: Classifier, image: Image.Image, *, cells: int, seed: int
-) -> tuple[float, float]:
-    """The score drop from greying the hottest square of ``cells`` x ``cells`` grid
-    cells, and the mean drop over random squares of the same size."""
-    explanation = classifier.explain([image])[0]
-    score = explanation.prediction.nsfw_score
-    values = np.asarray(explanation.grid()["values"])
-    n = EXPLANATION_GRID - cells + 1
-    sums = np.array(
-        [[values[r : r + cells, c : c + cells].sum() for c in range(n)] for r in range(n)]
-    )
-    top_row, top_col = np.unravel_index(sums.argmax(), sums.shape)
-    cell_w = image.width / EXPLANATION_GRID
-    side = round(cells * cell_w)
-    hot = _delete(image, round(top_row * cell_w), round(top_col * cell_w), side)
-    rng = np.random.default_rng(seed)
-    randoms = [
-        _delete(image, *(round(v * cell_w) for v in rng.integers(0, n, 2)), side) for _ in range(8)
-    ]
-    scores = [p.nsfw_score for p in classifier.predict([hot, *randoms])]
-    return score - scores[0], float(np.mean([score - s for s in scores[1:]]))
-
-
 def test_deleting_the_hottest_region_lowers_the_score_more_than_a_random_one(
     trigger_classifier,
 ):
-    hot, random = zip(
-        *(
-            deletion_drops(
-                trigger_classifier,
-                paste_trigger(neutral_image(SIZE, seed=7500 + i), left, top, TRIGGER),
-                cells=3,
-                seed=i,
-            )
-            for i, (left, top) in enumerate(KNOWN_PLACES)
-        ),
-        strict=True,
-    )
+    checks = [
+        deletion_check(
+            trigger_classifier,
+            paste_trigger(neutral_image(SIZE, seed=7500 + i), left, top, TRIGGER),
+            seed=i,
+        )
+        for i, (left, top) in enumerate(KNOWN_PLACES)
+    ]
+    hot = [check.hot_drop for check in checks]
+    random = [check.random_drop for check in checks]
     # Averaged over the placements: the hot region holds the evidence, and a random
     # region of the same size only sometimes does.
     assert np.mean(hot) > 0.5

@@ -79,3 +79,18 @@ def test_main_job_example_runs_offline():
     assert result.returncode == 0, result.stderr
     assert "rocket.jpg" in result.stdout
     assert "sfw" in result.stdout
+
+
+def test_policy_example_runs_and_adds_actions():
+    import hashlib
+    import json
+
+    args = _command("pixguard classify examples/images --model opennsfw --policy")
+    result = _pixguard(args, ROOT)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    version = hashlib.sha256((ROOT / "examples" / "policy.toml").read_bytes()).hexdigest()
+    assert rows
+    assert all(row["policy_version"] == version for row in rows)
+    # The example photos are safe and score far below the example's review band.
+    assert {row["action"] for row in rows} == {"allow"}

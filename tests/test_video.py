@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
 import pytest
+from typer.testing import CliRunner
 
 from pixguard import Classifier
+from pixguard.cli import app
 from pixguard.images import VideoLimits, VideoSampling
 from tests.helpers import neutral_image, paste_trigger, write_audio_only, write_clip
 
@@ -139,3 +142,24 @@ def test_limits_each_have_their_error(classifier, clip):
     assert _error(classifier, clip, limits=VideoLimits(max_frames=30)) == "video_too_many_frames"
     too_many_samples = VideoSampling(fps=10, max_samples=20)
     assert _error(classifier, clip, sampling=too_many_samples) == "video_too_many_frames"
+
+
+def test_cli_classifies_videos_beside_images(trigger_vit_folder, clip, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(clip.read_bytes())
+    neutral_image(SIZE, seed=1).save(folder / "still.png")
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[default]\nreview_from = 0.3\nblock_from = 0.8\n")
+    common = ["--model", str(trigger_vit_folder), "--runtime", "torch", "--format", "jsonl"]
+    result = CliRunner().invoke(
+        app, ["classify", str(folder), *common, "--policy", str(policy), "--stop-at-block"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    video, still = rows["clip.mp4"], rows["still.png"]
+    assert video["kind"] == "video" and "timeline" not in still
+    assert video["action"] == "block" and still["action"] == "allow"
+    assert video["stopped_early"] is True
+    assert video["frame_count"] == 2 * FPS + 1
+    assert video["timestamp"] == 2.0

@@ -37,14 +37,24 @@ without parsing messages.
     ├── ParityError                     parity_failed
     ├── ExportError                     export_failed
     ├── DatasetError                    dataset_invalid
+    │   └── FlaggedTrainingDataError    dataset_flagged
     ├── TrainingError                   training_failed
     ├── GenerationError                 generation_invalid
-    │   └── PromptRefusedError          prompt_refused
+    │   ├── PromptRefusedError          prompt_refused
+    │   └── InputImageRefusedError      input_image_refused
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
-    └── PolicyError
-        └── InvalidThresholdError       threshold_invalid
+    ├── PolicyError
+    │   ├── InvalidThresholdError       threshold_invalid
+    │   ├── PolicyNotFoundError         policy_not_found
+    │   ├── PolicyInvalidError          policy_invalid
+    │   └── PolicyLabelError            policy_label_unknown
+    ├── ReviewError                     review_error
+    │   ├── ReviewItemNotFoundError     review_item_not_found
+    │   ├── ReviewConflictError         review_conflict
+    │   └── ReviewInvalidError          review_invalid
+    └── ScanError                       scan_invalid
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ __all__ = [
     "EmptyVideoError",
     "ExplanationError",
     "ExportError",
+    "FlaggedTrainingDataError",
     "GenerationError",
     "ImageDecodeError",
     "ImageError",
@@ -67,6 +78,7 @@ __all__ = [
     "IndexModelMismatchError",
     "IndexStoreError",
     "InferenceError",
+    "InputImageRefusedError",
     "InvalidImageInputError",
     "InvalidThresholdError",
     "ModelConfigError",
@@ -79,8 +91,16 @@ __all__ = [
     "ParityError",
     "PixguardError",
     "PolicyError",
+    "PolicyInvalidError",
+    "PolicyLabelError",
+    "PolicyNotFoundError",
     "PromptRefusedError",
+    "ReviewConflictError",
+    "ReviewError",
+    "ReviewInvalidError",
+    "ReviewItemNotFoundError",
     "RuntimeUnavailableError",
+    "ScanError",
     "TooManyPixelsError",
     "TrainingError",
     "TruncatedImageError",
@@ -277,6 +297,23 @@ class DatasetError(PixguardError):
     code = "dataset_invalid"
 
 
+class FlaggedTrainingDataError(DatasetError):
+    """The safety classifier flagged training images (or could not screen them);
+    ``flagged`` names each file with its score (None when it could not be scored)."""
+
+    code = "dataset_flagged"
+
+    def __init__(
+        self, message: str, *, flagged: list[tuple[str, float | None]], source: str | None = None
+    ) -> None:
+        listing = "; ".join(
+            f"{path} ({'not scored' if score is None else f'nsfw {score:.3f}'})"
+            for path, score in flagged
+        )
+        super().__init__(f"{message}: {listing}", source=source)
+        self.flagged = flagged
+
+
 class TrainingError(PixguardError):
     code = "training_failed"
 
@@ -291,6 +328,13 @@ class PromptRefusedError(GenerationError):
     """The prompt matched the configured screening list; nothing was computed."""
 
     code = "prompt_refused"
+
+
+class InputImageRefusedError(GenerationError):
+    """The safety classifier flagged an input image (a ControlNet control image), or
+    could not score it; nothing was generated."""
+
+    code = "input_image_refused"
 
 
 class IndexStoreError(PixguardError):
@@ -315,3 +359,52 @@ class PolicyError(PixguardError):
 
 class InvalidThresholdError(PolicyError):
     code = "threshold_invalid"
+
+
+class PolicyNotFoundError(PolicyError):
+    """The policy file does not exist or cannot be read."""
+
+    code = "policy_not_found"
+
+
+class PolicyInvalidError(PolicyError):
+    """The policy file is not a valid policy (TOML, keys, bands, or it allows everything)."""
+
+    code = "policy_invalid"
+
+
+class PolicyLabelError(PolicyError):
+    """A per-label rule names a label the model does not have."""
+
+    code = "policy_label_unknown"
+
+
+class ReviewError(PixguardError):
+    """The review queue cannot do what was asked."""
+
+    code = "review_error"
+
+
+class ReviewItemNotFoundError(ReviewError):
+    """No queued item (or decision) with that id or sha256."""
+
+    code = "review_item_not_found"
+
+
+class ReviewConflictError(ReviewError):
+    """The item is not in a state that allows this: claimed by another reviewer,
+    already decided, or its image bytes are gone."""
+
+    code = "review_conflict"
+
+
+class ReviewInvalidError(ReviewError):
+    """A decision, limit or export target that is not valid."""
+
+    code = "review_invalid"
+
+
+class ScanError(PixguardError):
+    """A scan cannot start or resume: bad sources, or an output folder it must not touch."""
+
+    code = "scan_invalid"

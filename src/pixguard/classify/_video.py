@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,11 +20,13 @@ __all__ = ["Segment", "VideoPrediction", "predict_video"]
 
 @dataclass(frozen=True)
 class Segment:
-    """A stretch of video and the score of the frame sampled at its start."""
+    """A stretch of video and the scores of the frame sampled at its start
+    (``probabilities`` stay out of the JSON timeline, which stays compact)."""
 
     start: float
     end: float
     nsfw_score: float
+    probabilities: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, float]:
         return {
@@ -62,10 +65,13 @@ class VideoPrediction(Prediction):
         return data
 
 
-def _timeline(times: list[float], scores: list[float], end: float) -> tuple[Segment, ...]:
+def _timeline(
+    times: list[float], scores: list[float], probabilities: list[dict[str, float]], end: float
+) -> tuple[Segment, ...]:
     ends = [*times[1:], max(end, times[-1])]
     return tuple(
-        Segment(start, stop, score) for start, stop, score in zip(times, ends, scores, strict=True)
+        Segment(start, stop, score, p)
+        for start, stop, score, p in zip(times, ends, scores, probabilities, strict=True)
     )
 
 
@@ -95,7 +101,9 @@ def predict_video(
     times: list[float] = []
     scores: list[float] = []
     indices: list[int] = []
-    best: tuple[float, np.ndarray, np.ndarray, int] | None = None
+    frame_probabilities: list[dict[str, float]] = []
+    label_names = classifier.spec.label_names
+    best: tuple[float, np.ndarray, int] | None = None  # score, embedding, sample
     pending: list[tuple[np.ndarray, float, int]] = []
     stopped = False
 
@@ -112,8 +120,11 @@ def predict_video(
             times.append(timestamp)
             scores.append(score)
             indices.append(index)
+            frame_probabilities.append(
+                {name: float(p) for name, p in zip(label_names, probabilities[k], strict=True)}
+            )
             if best is None or score > best[0]:
-                best = (score, probabilities[k], embeddings[k].copy(), len(scores) - 1)
+                best = (score, embeddings[k].copy(), len(scores) - 1)
             if stop_at is not None and score >= stop_at:
                 stopped = True
         pending.clear()
@@ -136,21 +147,18 @@ def predict_video(
         duration = reader.duration
         decoded = reader.frames_decoded
     assert best is not None  # the reader raises EmptyVideoError when nothing was sampled
-    score, probabilities, embedding, position = best
+    score, embedding, position = best
     return VideoPrediction(
         source=reader.name,
         label="nsfw" if score >= classifier.threshold else "sfw",
         nsfw_score=score,
-        probabilities={
-            label: float(p)
-            for label, p in zip(classifier.spec.label_names, probabilities, strict=True)
-        },
+        probabilities=frame_probabilities[position],
         embedding=embedding,
         frame=indices[position],
         frames_classified=len(scores),
         frame_count=decoded,
         timestamp=times[position],
-        timeline=_timeline(times, scores, duration),
+        timeline=_timeline(times, scores, frame_probabilities, duration),
         duration=duration,
         stopped_early=stopped,
         **base,

@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "expand_paths"]
+from ..images import IMAGE_SUFFIXES
 
-#: Files picked up when a folder is given. Files named explicitly are always tried.
-IMAGE_SUFFIXES = frozenset(
-    {
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".png",
-        ".apng",
-        ".gif",
-        ".webp",
-        ".bmp",
-        ".tif",
-        ".tiff",
-        ".avif",
-        ".mpo",
-    }
-)
+__all__ = ["expand_paths"]
 
 
-def expand_paths(paths: Iterable[Path], *, recursive: bool) -> list[Path]:
+def expand_paths(
+    paths: Iterable[Path], *, recursive: bool, suffixes: Set[str] = IMAGE_SUFFIXES
+) -> list[Path]:
     """Files named directly are kept as given (missing ones report their own error);
-    folders contribute their image files, sorted, descending into sub-folders only
-    with ``recursive``."""
+    folders contribute their files with ``suffixes`` (images by default), sorted,
+    descending into sub-folders only with ``recursive``."""
     expanded: list[Path] = []
     for path in paths:
         if path.is_dir():
             candidates = path.rglob("*") if recursive else path.iterdir()
             expanded.extend(
-                sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                sorted(p for p in candidates if p.suffix.lower() in suffixes and p.is_file())
             )
         else:
             expanded.append(path)

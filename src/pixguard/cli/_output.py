@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -15,9 +14,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._files import AtomicFile
 from ..classify import Prediction
 
 __all__ = ["EmbeddingWriter", "OutputFormat", "ResultWriter"]
+
+
+# The policy's verdict, after the prediction's own columns.
+_POLICY_COLUMNS = ("action", "reason", "policy_version")
 
 
 class OutputFormat(StrEnum):
@@ -74,17 +78,20 @@ class ResultWriter:
         console: Console,
         *,
         with_bank: bool = False,
+        with_policy: bool = False,
     ) -> None:
         self._stream = stream
         self._format = fmt
         self._label_names = list(label_names)
         self._console = console
         self._with_bank = with_bank
+        self._with_policy = with_policy
         self._held: list[tuple[Prediction, dict[str, Any]]] = []
         self._csv = csv.writer(stream) if fmt is OutputFormat.csv else None
         if self._csv is not None:
             bank_columns = ["bank_match", "bank_similarity", "bank_id"] if with_bank else []
-            self._csv.writerow(_csv_header(self._label_names) + bank_columns)
+            policy_columns = list(_POLICY_COLUMNS) if with_policy else []
+            self._csv.writerow(_csv_header(self._label_names) + bank_columns + policy_columns)
 
     def write(self, prediction: Prediction, extra: dict[str, Any] | None = None) -> None:
         """``extra`` fields (a bank match) are added to the prediction's own."""
@@ -100,6 +107,8 @@ class ResultWriter:
                     nearest.get("similarity", ""),
                     nearest.get("id", ""),
                 ]
+            if self._with_policy:
+                row += [extra.get(column, "") for column in _POLICY_COLUMNS]
             self._csv.writerow(row)
         else:
             self._held.append((prediction, extra))
@@ -109,7 +118,9 @@ class ResultWriter:
             json.dump([{**p.to_dict(), **extra} for p, extra in self._held], self._stream, indent=2)
             self._stream.write("\n")
         elif self._format is OutputFormat.table:
-            self._console.print(_table(self._held, with_bank=self._with_bank))
+            self._console.print(
+                _table(self._held, with_bank=self._with_bank, with_policy=self._with_policy)
+            )
         self._stream.flush()
 
 
@@ -121,7 +132,12 @@ def _bank_cell(extra: dict[str, Any]) -> str:
     return f"[bold red]MATCH {text}[/]" if extra.get("bank_match") else text
 
 
-def _table(rows: Sequence[tuple[Prediction, dict[str, Any]]], *, with_bank: bool) -> Table:
+_ACTION_STYLE = {"block": "[bold red]block[/]", "review": "[yellow]review[/]", "allow": "allow"}
+
+
+def _table(
+    rows: Sequence[tuple[Prediction, dict[str, Any]]], *, with_bank: bool, with_policy: bool
+) -> Table:
     table = Table(show_lines=False)
     table.add_column("path", overflow="fold")
     table.add_column("label")
@@ -129,6 +145,8 @@ def _table(rows: Sequence[tuple[Prediction, dict[str, Any]]], *, with_bank: bool
     table.add_column("frame", justify="right")
     if with_bank:
         table.add_column("bank")
+    if with_policy:
+        table.add_column("action")
     table.add_column("error", overflow="fold")
     for p, extra in rows:
         label = {"nsfw": "[bold red]nsfw[/]", "sfw": "[green]sfw[/]"}.get(p.label or "", "-")
@@ -138,11 +156,14 @@ def _table(rows: Sequence[tuple[Prediction, dict[str, Any]]], *, with_bank: bool
             "-" if p.nsfw_score is None else f"{p.nsfw_score:.4f}",
             "" if p.frame_count <= 1 else f"{p.frame}/{p.frame_count}",
             *([_bank_cell(extra)] if with_bank else []),
+            *([_ACTION_STYLE[extra["action"]]] if with_policy else []),
             f"[yellow]{p.error.code}[/]: {escape(p.error.message)}" if p.error else "",
         )
     if rows:
         first = rows[0][0]
         table.caption = f"model {first.model}, threshold {first.threshold}"
+        if with_policy:
+            table.caption += f", policy {rows[0][1]['policy_version'][:12]}"
     return table
 
 
@@ -154,11 +175,9 @@ class EmbeddingWriter:
     """
 
     def __init__(self, path: Path, count: int, dim: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._tmp = path.with_name(f".{path.name}.tmp.npy")
+        self._file = AtomicFile(path)
         self._array = np.lib.format.open_memmap(
-            self._tmp, mode="w+", dtype=np.float32, shape=(count, dim)
+            self._file.temporary, mode="w+", dtype=np.float32, shape=(count, dim)
         )
         self._array[:] = np.nan
         self._row = 0
@@ -171,7 +190,7 @@ class EmbeddingWriter:
     def close(self) -> None:
         self._array.flush()
         del self._array
-        os.replace(self._tmp, self._path)
+        self._file.commit()
 
     def abort(self) -> None:
-        self._tmp.unlink(missing_ok=True)
+        self._file.abort()

@@ -3,6 +3,7 @@
 from ._decode import SUPPORTED_FORMATS, DecodedImage, ImageInput, describe_source, load_image
 from ._limits import DecodeLimits
 from ._preprocess import Preprocessing, crop_box, preprocess, preprocess_batch
+from ._suffixes import IMAGE_SUFFIXES
 from ._video import (
     VIDEO_CODECS,
     VIDEO_SUFFIXES,
@@ -15,6 +16,7 @@ from ._video import (
 )
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "SUPPORTED_FORMATS",
     "VIDEO_CODECS",
     "VIDEO_SUFFIXES",

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import IndexStoreError
+from .._sqlite import connect, transaction
 
 __all__ = ["Entry", "MetadataStore", "NewEntry"]
 
@@ -95,13 +96,7 @@ def _entry(row: sqlite3.Row) -> Entry:
 class MetadataStore:
     def __init__(self, path: Path) -> None:
         try:
-            self._db = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit survives power loss too, not only a killed process.
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = connect(path)
             self._db.executescript(_SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('uuid', ?)",
@@ -141,7 +136,7 @@ class MetadataStore:
         (their source is kept as an alias)."""
         ids: list[int] = []
         now = time.time()
-        with self._transaction():
+        with transaction(self._db):
             for entry in entries:
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO entries (sha256, source, label, score, model, created, tags, vector)"
@@ -188,7 +183,7 @@ class MetadataStore:
 
     def remove(self, ids: Iterable[int]) -> int:
         ids = list(ids)
-        with self._transaction():
+        with transaction(self._db):
             removed = 0
             for entry_id in ids:
                 row = self._db.execute(
@@ -256,16 +251,3 @@ class MetadataStore:
             "SELECT COALESCE(label, '') AS label, COUNT(*) AS n FROM entries GROUP BY label"
         )
         return {row["label"]: row["n"] for row in rows}
-
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
-
-        def __enter__(self) -> None:
-            self.db.execute("BEGIN IMMEDIATE")
-
-        def __exit__(self, exc_type: object, *rest: object) -> None:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-    def _transaction(self) -> MetadataStore._Tx:
-        return MetadataStore._Tx(self._db)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from .._sqlite import connect, transaction
 
 __all__ = ["AuditLog"]
 
@@ -19,23 +20,28 @@ _COLUMNS = (
     "model",
     "threshold",
     "error",
+    "action",
+    "policy_version",
     "time",
 )
+# Columns added after the first release, with their types: old logs gain them on open.
+_ADDED_COLUMNS = {"action": "TEXT", "policy_version": "TEXT"}
 
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(path, private=True)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT,"
             " key_id INTEGER, sha256 TEXT, label TEXT, nsfw_score REAL, model TEXT, threshold REAL, error TEXT,"
             " time REAL NOT NULL, image BLOB)"
         )
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS decisions_key ON decisions(key_id, id)")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -44,8 +50,7 @@ class AuditLog:
     def record(self, rows: list[dict[str, Any]]) -> None:
         """Append decisions in one transaction; returns once they are durable."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
+        with transaction(self._db, self._lock):
             self._db.executemany(
                 f"INSERT INTO decisions ({', '.join(_COLUMNS)}, image) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
                 [
@@ -53,12 +58,12 @@ class AuditLog:
                     for row in rows
                 ],
             )
-            self._db.execute("COMMIT")
 
     def query(
         self,
         *,
         label: str | None = None,
+        action: str | None = None,
         key_id: int | None = None,
         sha256: str | None = None,
         since: float | None = None,
@@ -70,6 +75,7 @@ class AuditLog:
         clauses, params = ["id > ?"], [after_id]
         for column, value, op in (
             ("label", label, "="),
+            ("action", action, "="),
             ("key_id", key_id, "="),
             ("sha256", sha256, "="),
             ("time", since, ">="),
@@ -82,3 +88,17 @@ class AuditLog:
         with self._lock:
             rows = self._db.execute(sql, (*params, limit)).fetchall()
         return [dict(row) for row in rows]
+
+    def timeline(self, *, bucket_s: float, key_id: int | None = None) -> list[dict[str, Any]]:
+        """Decisions per ``bucket_s`` by action (or by label, without a policy)."""
+        clause, params = ("WHERE key_id = ?", [key_id]) if key_id is not None else ("", [])
+        sql = (
+            "SELECT CAST(time / ? AS INTEGER) * ? AS start, COALESCE(action, label, 'error') AS kind,"
+            f" COUNT(*) AS n FROM decisions {clause} GROUP BY start, kind ORDER BY start"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (bucket_s, bucket_s, *params)).fetchall()
+        buckets: dict[float, dict[str, int]] = {}
+        for row in rows:
+            buckets.setdefault(float(row["start"]), {})[row["kind"]] = row["n"]
+        return [{"start": start, "counts": counts} for start, counts in buckets.items()]

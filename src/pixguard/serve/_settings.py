@@ -35,6 +35,7 @@ class ServeSettings(BaseSettings):
     precision: str | None = None
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     max_upload_bytes: int = Field(20 * MIB, ge=1, description="Larger request bodies get 413.")
+    max_video_bytes: int = Field(512 * MIB, ge=1, description="Larger video/* bodies get 413.")
     max_pixels: int = Field(50_000_000, ge=1, description="Larger images get 422.")
     max_images_per_request: int = Field(32, ge=1)
     max_batch_size: int = Field(16, ge=1, description="Images per forward pass across requests.")
@@ -61,6 +62,18 @@ class ServeSettings(BaseSettings):
     generate_queue_size: int = Field(
         8, ge=1, description="Generation jobs waiting; beyond it, 429."
     )
+    policy: Path | None = Field(
+        None,
+        description="A policy TOML file: every response and audit row gets its action; review goes to the queue.",
+    )
+    review_lease_s: float = Field(300.0, gt=0.0, description="How long a reviewer's claim lasts.")
+    review_retention_days: float = Field(
+        30.0, gt=0.0, description="Queued image bytes are deleted after this many days."
+    )
+    review_keep_for_training: bool = Field(
+        True, description="Keep decided images (until retention) for `pixguard review export`."
+    )
+    session_ttl_s: float = Field(8 * 3600.0, gt=0.0, description="Console sign-in lifetime.")
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod

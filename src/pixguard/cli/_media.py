@@ -1,4 +1,5 @@
-"""``classify --explain DIR`` overlays and ``pixguard redact``."""
+"""What ``classify`` runs beyond still images (explanations with ``--explain``,
+videos), and ``pixguard redact``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import PixguardError
-from .._files import atomic_binary_file
+from .._files import atomic_file
 from ..classify import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BLUR_STRENGTH,
@@ -24,11 +25,12 @@ from ..classify import (
     Prediction,
     Redaction,
 )
+from ..images import VideoSampling, is_video_path
 from ..models import DEFAULT_MODEL
 from ._common import EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, ModelOption, fail, progress_bar, stderr
 from ._inputs import expand_paths
 
-__all__ = ["OutputNames", "iter_explained", "redact_command", "save_png"]
+__all__ = ["OutputNames", "iter_results", "redact_command", "save_png"]
 
 
 class OutputNames:
@@ -52,16 +54,43 @@ class OutputNames:
 
 def save_png(image: Image.Image, path: Path) -> None:
     """Write ``image`` as PNG atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_binary_file(path) as handle:
-        image.save(handle, format="PNG")
+    with atomic_file(path) as temporary:
+        image.save(temporary, format="PNG")
 
 
-def iter_explained(
-    classifier: Classifier, inputs: list[Path], *, batch_size: int, folder: Path
+def iter_results(
+    classifier: Classifier,
+    inputs: list[Path],
+    *,
+    batch_size: int,
+    explain: Path | None,
+    sampling: VideoSampling,
+    stop_at: float | None,
 ) -> Iterator[tuple[Prediction, dict[str, Any]]]:
-    """Predictions with their ``explanation`` grid; overlays go to ``folder``."""
-    names = OutputNames(folder)
+    """Predictions in input order, each with extra fields for the output: videos
+    through :meth:`Classifier.predict_video`, runs of images through the usual
+    batching, or, with ``explain``, with their ``explanation`` grid and overlay."""
+    names = OutputNames(explain) if explain is not None else None
+    for is_video, group in itertools.groupby(inputs, key=is_video_path):
+        paths = list(group)
+        if is_video:
+            for path in paths:
+                yield (
+                    classifier.predict_video(
+                        path, sampling=sampling, stop_at=stop_at, batch_size=batch_size
+                    ),
+                    {},
+                )
+        elif names is None:
+            for prediction in classifier.iter_predict(paths, batch_size=batch_size):
+                yield prediction, {}
+        else:
+            yield from _iter_explained(classifier, paths, batch_size=batch_size, names=names)
+
+
+def _iter_explained(
+    classifier: Classifier, inputs: list[Path], *, batch_size: int, names: OutputNames
+) -> Iterator[tuple[Prediction, dict[str, Any]]]:
     for start in range(0, len(inputs), batch_size):
         for explanation in classifier.explain(
             inputs[start : start + batch_size], batch_size=batch_size

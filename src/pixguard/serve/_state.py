@@ -1,0 +1,184 @@
+"""The service's state, built in the FastAPI lifespan and reached through ``Depends``.
+
+Routes take :data:`Service` (override :func:`get_service` in tests); nothing is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+
+from ..classify import Classifier
+from ..images import DecodeLimits
+from ..index import Index
+from ..policy import Policy
+from ..review import ReviewQueue
+from ._audit import AuditLog
+from ._batcher import MicroBatcher
+from ._jobs import JobQueue
+from ._keys import KeyStore
+from ._limits import RateLimiter
+from ._metrics import Metrics
+from ._sessions import SessionStore
+from ._settings import ServeSettings
+
+__all__ = ["ClassifierFactory", "Service", "ServiceState", "get_service", "make_lifespan"]
+
+logger = logging.getLogger("pixguard.serve")
+
+ClassifierFactory = Callable[[ServeSettings], Classifier]
+
+SECONDS_PER_DAY = 86400
+# Console sign-ins held in memory at once; beyond it the oldest is signed out.
+MAX_SESSIONS = 10_000
+
+
+@dataclass
+class ServiceState:
+    settings: ServeSettings
+    classifier: Classifier
+    batcher: MicroBatcher
+    keys: KeyStore
+    audit: AuditLog
+    metrics: Metrics
+    decode_pool: ThreadPoolExecutor
+    limiter: RateLimiter
+    sessions: SessionStore
+    review: ReviewQueue
+    policy: Policy | None = None
+    index: Index | None = None
+    bank: Index | None = None
+    index_lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: JobQueue | None = None
+    ready: bool = False
+
+
+def get_service(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+Service = Annotated[ServiceState, Depends(get_service)]
+
+
+def load_classifier(config: ServeSettings) -> Classifier:
+    limits = DecodeLimits(max_bytes=config.max_upload_bytes, max_pixels=config.max_pixels)
+    return Classifier.load(
+        config.model,
+        runtime=config.runtime,
+        precision=config.precision,
+        threshold=config.threshold,
+        limits=limits,
+    )
+
+
+def _load_jobs(settings: ServeSettings, classifier: Classifier) -> JobQueue:
+    from ..generate import Generator
+
+    assert settings.generate_variant is not None
+    # The gate is the service's own classifier: one model decides everything, and
+    # Generator.load builds the one gate around it.
+    generator = Generator.load(
+        settings.generate_variant,
+        config=settings.generate_config,
+        classifier=classifier,
+        safety_action=settings.generate_safety_action,
+    )
+    return JobQueue(
+        generator, settings.data_dir / "generated", max_queued=settings.generate_queue_size
+    )
+
+
+def make_lifespan(
+    settings: ServeSettings, factory: ClassifierFactory | None = None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Load models and open stores at start; drain and close them at shutdown."""
+    factory = factory or load_classifier
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        classifier = await loop.run_in_executor(None, factory, settings)
+        metrics = Metrics()
+        batcher = MicroBatcher(
+            classifier,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            queue_size=settings.queue_size,
+            on_batch=metrics.on_batch,
+        )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        service = ServiceState(
+            settings=settings,
+            classifier=classifier,
+            batcher=batcher,
+            keys=KeyStore(settings.data_dir / "keys.db"),
+            audit=AuditLog(settings.data_dir / "audit.db"),
+            metrics=metrics,
+            decode_pool=ThreadPoolExecutor(
+                max(1, os.cpu_count() or 1), thread_name_prefix="pixguard-decode"
+            ),
+            limiter=RateLimiter(settings.rate_limit_per_minute),
+            sessions=SessionStore(ttl_s=settings.session_ttl_s, max_sessions=MAX_SESSIONS),
+            review=ReviewQueue(
+                settings.data_dir,
+                lease_s=settings.review_lease_s,
+                retention_s=settings.review_retention_days * SECONDS_PER_DAY,
+                keep_for_training=settings.review_keep_for_training,
+            ),
+            policy=Policy.load(settings.policy) if settings.policy else None,
+            index=Index.open(settings.index) if settings.index else None,
+            bank=Index.open(settings.bank, create=False) if settings.bank else None,
+        )
+        if service.policy is not None:
+            service.policy.check_labels(classifier.name, classifier.spec.label_names)
+        if settings.generate_variant:
+            service.jobs = await loop.run_in_executor(None, _load_jobs, settings, classifier)
+        app.state.service = service
+        # Warm up: the first real request must not pay for lazy initialisation.
+        await loop.run_in_executor(None, classifier.predict, [bytes(_WARMUP_PNG)])
+        service.ready = True
+        logger.info(
+            json.dumps(
+                {
+                    "event": "ready",
+                    "model": classifier.name,
+                    "runtime": classifier.runtime_name,
+                    "auth_required": settings.auth_required,
+                }
+            )
+        )
+        try:
+            yield
+        finally:
+            service.ready = False
+            await loop.run_in_executor(None, batcher.close)  # finishes accepted work
+            if service.jobs is not None:
+                await loop.run_in_executor(None, service.jobs.close)
+            service.decode_pool.shutdown(wait=True)
+            for store in (service.index, service.bank):
+                if store is not None:
+                    store.close()
+            service.keys.close()
+            service.audit.close()
+            service.review.close()
+            classifier.close()
+            logger.info(json.dumps({"event": "stopped", "drained": True}))
+
+    return lifespan
+
+
+# A 1x1 PNG: decoded and classified once at start-up so the first request is warm.
+_WARMUP_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8ffff3f0005fe02fe"
+    "a7359a680000000049454e44ae426082"
+)

@@ -1,0 +1,101 @@
+"""Generation jobs: submit, follow (server-sent events), cancel, fetch images."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from .._auth import Caller, Principal
+from .._batcher import QueueFullError
+from .._errors import ServiceError
+from .._jobs import TERMINAL, Job, JobQueue
+from .._state import Service, ServiceState
+
+__all__ = ["GenerateRequest", "router"]
+
+router = APIRouter(prefix="/v1")
+
+
+class GenerateRequest(BaseModel):
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str | None = None
+    steps: int | None = Field(None, ge=1, le=200)
+    guidance: float | None = Field(None, ge=0.0, le=30.0)
+    width: int | None = Field(None, ge=16, le=4096)
+    height: int | None = Field(None, ge=16, le=4096)
+    seed: int | None = Field(None, ge=0)
+    num_images: int = Field(1, ge=1, le=8)
+    retry_blocked: int = Field(0, ge=0, le=16)
+
+
+def _jobs(service: ServiceState) -> JobQueue:
+    if service.jobs is None:
+        raise ServiceError(
+            404, "no_generator", "the service runs without generation (--generate-variant)"
+        )
+    return service.jobs
+
+
+def _job(service: ServiceState, job_id: str, caller: Principal) -> Job:
+    job = _jobs(service).get(job_id)
+    # Another key's job is answered as missing: its existence is not theirs to know.
+    if job is None or not caller.owns(job.owner):
+        raise ServiceError(404, "job_not_found", f"no job {job_id}")
+    return job
+
+
+@router.post("/generate", status_code=202)
+async def generate(request: GenerateRequest, service: Service, caller: Caller) -> dict[str, Any]:
+    """Queue a generation job; every image it returns has passed the safety gate."""
+    jobs = _jobs(service)
+    try:
+        job = jobs.submit(request.model_dump(exclude_none=True), owner=caller.key_id)
+    except QueueFullError as exc:
+        raise ServiceError(429, "queue_full", str(exc), {"Retry-After": "5"}) from None
+    return {"id": job.id, "status": job.status, "events": f"/v1/jobs/{job.id}/events"}
+
+
+@router.get("/jobs/{job_id}")
+async def job_status(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
+    return _job(service, job_id, caller).to_dict()
+
+
+@router.delete("/jobs/{job_id}")
+async def job_cancel(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
+    job = _jobs(service).cancel(_job(service, job_id, caller).id)
+    assert job is not None  # _job found it, and jobs are not removed while running
+    return job.to_dict()
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
+    """Server-sent events: the job's state at every step, until it ends."""
+    job, jobs = _job(service, job_id, caller), _jobs(service)
+
+    async def stream() -> AsyncIterator[bytes]:
+        seen = -1
+        loop = asyncio.get_running_loop()
+        while True:
+            if job.version != seen:
+                seen = job.version
+                yield f"data: {json.dumps(job.to_dict())}\n\n".encode()
+                if job.status in TERMINAL:
+                    return
+            await loop.run_in_executor(None, jobs.wait_change, job, seen, 1.0)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/jobs/{job_id}/images/{position}")
+async def job_image(job_id: str, position: int, service: Service, caller: Caller) -> Response:
+    _job(service, job_id, caller)
+    path = _jobs(service).image_path(job_id, position)
+    if path is None:
+        raise ServiceError(404, "image_not_found", "no such image (blocked images are never kept)")
+    return FileResponse(path, media_type="image/png")
