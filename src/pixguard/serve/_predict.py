@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from .._exceptions import ImageTooLargeError, VideoTooLargeError
 from ..classify import Prediction
+from ..images import VideoLimits
 from ..policy import Action, block_score, decide_worst
 from ._batcher import QueueFullError
 from ._body import read_body, read_images
@@ -92,7 +93,8 @@ async def decide(
                 if service.policy is not None
                 else service.classifier.threshold
             )
-        video = partial(service.classifier.predict_video, data, stop_at=stop_at)
+        limits = VideoLimits(max_seconds=service.settings.video_timeout_s)
+        video = partial(service.classifier.predict_video, data, stop_at=stop_at, limits=limits)
         images = [("body", data)]
         predictions: list[Prediction] = [await loop.run_in_executor(service.decode_pool, video)]
     else:
