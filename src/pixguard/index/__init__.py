@@ -2,7 +2,7 @@
 
 from ._index import DEFAULT_BANK_THRESHOLD, AddReport, BankMatch, Cluster, Hit, Index
 from ._store import Entry
-from ._vectors import INDEX_KINDS
+from ._vectors import INDEX_KINDS, VectorIndex, normalise
 
 __all__ = [
     "DEFAULT_BANK_THRESHOLD",
@@ -13,4 +13,6 @@ __all__ = [
     "Entry",
     "Hit",
     "Index",
+    "VectorIndex",
+    "normalise",
 ]
