@@ -123,6 +123,33 @@ def gradient_image(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
+def build_tiny_sd3_controlnet(folder: Path) -> Path:
+    """A 1-layer SD3ControlNetModel matching the tiny transformer, as a diffusers
+    folder. Its output projections start at zero (ControlNet's zero convolutions);
+    they are drawn at random here so that the control visibly steers the image."""
+    from diffusers import SD3ControlNetModel
+
+    torch.manual_seed(2)
+    controlnet = SD3ControlNetModel(
+        sample_size=32,
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=32,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+        out_channels=16,
+    )
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(("controlnet_blocks", "pos_embed_input")):
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+    controlnet.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 # The original (Stability AI) single-file layout, written from a diffusers folder,
 # so loading through diffusers' converters can be checked against the folder.
 

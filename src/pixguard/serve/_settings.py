@@ -58,6 +58,14 @@ class ServeSettings(BaseSettings):
         description="For a single-file checkpoint: the variant name, Hub repo or local diffusers folder giving its configs.",
     )
     generate_safety_action: Literal["block", "blur", "allow-flagged"] = "block"
+    generate_control_models: dict[Literal["canny", "blur", "depth"], str] = Field(
+        default_factory=dict,
+        description="ControlNet folder or Hub repo per control kind (default: Stability's SD3.5 Large ControlNets).",
+    )
+    generate_depth_model: str | None = Field(
+        None,
+        description="A transformers depth-estimation model for depth control (default: clients send depth maps).",
+    )
     generate_queue_size: int = Field(
         8, ge=1, description="Generation jobs waiting; beyond it, 429."
     )

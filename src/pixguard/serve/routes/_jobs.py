@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from .._auth import Caller, Principal
 from .._batcher import QueueFullError
+from .._body import read_body
 from .._errors import ServiceError
 from .._jobs import TERMINAL, Job, JobQueue
 from .._state import Service, ServiceState
@@ -32,6 +35,15 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(None, ge=0)
     num_images: int = Field(1, ge=1, le=8)
     retry_blocked: int = Field(0, ge=0, le=16)
+    control: Literal["canny", "blur", "depth"] | None = Field(
+        None, description="ControlNet guidance; needs control_image."
+    )
+    control_image: str | None = Field(
+        None,
+        description="The image to follow, base64-encoded (for depth: the depth map, unless the "
+        "server has a depth model). Screened by the safety classifier.",
+    )
+    control_scale: float = Field(1.0, ge=0.0, le=4.0, description="ControlNet strength (0: none).")
 
 
 def _jobs(service: ServiceState) -> JobQueue:
@@ -50,12 +62,52 @@ def _job(service: ServiceState, job_id: str, caller: Principal) -> Job:
     return job
 
 
-@router.post("/generate", status_code=202)
-async def generate(request: GenerateRequest, service: Service, caller: Caller) -> dict[str, Any]:
-    """Queue a generation job; every image it returns has passed the safety gate."""
+def _generation_params(request: GenerateRequest, service: ServiceState) -> dict[str, Any]:
+    """The generator's arguments: the control image decoded from base64, and the
+    ControlNet and depth models from the server's settings (never the client's)."""
+    params = request.model_dump(exclude_none=True)
+    if request.control_image is not None:
+        try:
+            params["control_image"] = base64.b64decode(request.control_image, validate=True)
+        except (binascii.Error, ValueError):
+            raise ServiceError(
+                422, "request_invalid", "control_image must be base64-encoded image bytes"
+            ) from None
+    if request.control is not None:
+        settings = service.settings
+        model = settings.generate_control_models.get(request.control)
+        if model is not None:
+            params["control_model"] = model
+        if request.control == "depth" and settings.generate_depth_model is not None:
+            params["depth_model"] = settings.generate_depth_model
+    return params
+
+
+@router.post(
+    "/generate",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
+        }
+    },
+)
+async def generate(request: Request, service: Service, caller: Caller) -> dict[str, Any]:
+    """Queue a generation job; every image it returns has passed the safety gate.
+    The body is bounded by max_upload_bytes (it may carry a control image)."""
     jobs = _jobs(service)
+    body = await read_body(request, service.settings.max_upload_bytes)
     try:
-        job = jobs.submit(request.model_dump(exclude_none=True), owner=caller.key_id)
+        parsed = GenerateRequest.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ServiceError(422, "request_invalid", problems) from None
+    try:
+        job = jobs.submit(_generation_params(parsed, service), owner=caller.key_id)
     except QueueFullError as exc:
         raise ServiceError(429, "queue_full", str(exc), {"Retry-After": "5"}) from None
     return {"id": job.id, "status": job.status, "events": f"/v1/jobs/{job.id}/events"}
