@@ -139,8 +139,9 @@ def _tokenizer(folder: Path):
     )
 
 
-def build_tiny_sd3(folder: Path) -> Path:
-    """1-layer SD3 transformer, tiny VAE and CLIP encoders, no T5: a diffusers folder."""
+def build_tiny_sd3(folder: Path, num_layers: int = 1) -> Path:
+    """1-layer SD3 transformer, tiny VAE and CLIP encoders, no T5: a diffusers folder.
+    (ControlNet residuals reach every block but the last, so ControlNet tests use 2.)"""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -155,7 +156,7 @@ def build_tiny_sd3(folder: Path) -> Path:
         sample_size=32,
         patch_size=1,
         in_channels=16,
-        num_layers=1,
+        num_layers=num_layers,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,

@@ -35,8 +35,10 @@ EXPECTED_CODES = {
     "ExportError": "export_failed",
     "IndexStoreError": "index_error",
     "DatasetError": "dataset_invalid",
+    "FlaggedTrainingDataError": "dataset_flagged",
     "GenerationError": "generation_invalid",
     "PromptRefusedError": "prompt_refused",
+    "InputImageRefusedError": "input_image_refused",
     "TrainingError": "training_failed",
     "IndexModelMismatchError": "index_model_mismatch",
     "IndexEntryNotFoundError": "index_entry_not_found",
@@ -49,6 +51,7 @@ EXPECTED_CODES = {
     "ReviewItemNotFoundError": "review_item_not_found",
     "ReviewConflictError": "review_conflict",
     "ReviewInvalidError": "review_invalid",
+    "ScanError": "scan_invalid",
 }
 
 
@@ -87,6 +90,7 @@ def test_error_to_dict_names_the_source():
         "pixguard.classify",
         "pixguard.export",
         "pixguard.generate",
+        "pixguard.generate.lora",
         "pixguard.index",
         "pixguard.serve",
         "pixguard.train",
@@ -115,6 +119,7 @@ def test_public_names_do_not_leak_private_modules():
         "policy",
         "review",
         "runtimes",
+        "scale",
         "serve",
         "train",
     }

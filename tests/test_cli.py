@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from pixguard import Classifier
@@ -251,3 +253,23 @@ def test_internal_errors_exit_3_without_a_traceback(
     err = capsys.readouterr().err
     assert "simulated bug" in err
     assert "Traceback" not in err
+
+
+def test_help_lists_commands_in_the_order_a_user_meets_them_with_examples():
+    from pixguard.cli._help import COMMAND_EXAMPLES
+
+    runner = CliRunner()
+    wide = {"COLUMNS": "200"}
+    short = runner.invoke(app, ["-h"], env=wide)
+    long = runner.invoke(app, ["--help"], env=wide)
+    assert short.exit_code == 0 and short.output == long.output
+    registered = list(typer.main.get_command(app).commands)
+    assert sorted(registered) == sorted(COMMAND_EXAMPLES), "every command needs an example"
+    listed = re.findall(r"^│ ([a-z]+) ", short.output.split("Commands")[1], flags=re.MULTILINE)
+    assert listed == list(COMMAND_EXAMPLES)
+    assert listed[0] == "classify"
+    for example in COMMAND_EXAMPLES.values():
+        assert example in short.output
+        name = example.split()[1]
+        assert runner.invoke(app, [name, "-h"]).exit_code == 0
+    assert runner.invoke(app, ["index", "add", "-h"]).exit_code == 0

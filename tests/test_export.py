@@ -74,6 +74,32 @@ def test_int8_export_passes_the_gate_on_opennsfw(tmp_path, photos):
         assert b.nsfw_score == pytest.approx(a.nsfw_score, abs=0.02)
     with pytest.raises(Exception, match="quantised to int8"):
         Classifier.load(tmp_path / "q", runtime="openvino", precision="fp32")
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert len(config["pixguard"]["export"]["parity_reference"]["scores"]) >= 18
+
+
+def test_int8_verdict_is_checked_again_on_another_machine(tmp_path, photos, monkeypatch):
+    """The verdict recorded at export speaks for the exporting machine only: where
+    OpenVINO's int8 kernels stray on another machine, auto must not take them."""
+    export_model(
+        "opennsfw", format="onnx", precision="int8", calibration=photos, output=tmp_path / "q"
+    )
+    from pixguard.runtimes import RuntimeOutput, _openvino
+
+    original = _openvino.OpenVinoRuntime.run
+
+    def strays(self, batch):
+        out = original(self, batch)
+        shifted = np.clip(out.probabilities + np.float32([-0.05, 0.05]), 0, 1)
+        return RuntimeOutput(probabilities=shifted, embeddings=out.embeddings)
+
+    monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(tmp_path / "other-machine"))
+    monkeypatch.setattr(_openvino.OpenVinoRuntime, "run", strays)
+    classifier = Classifier.load(tmp_path / "q")  # auto
+    assert classifier.runtime_name == "onnxruntime/int8"
+    explicit = Classifier.load(tmp_path / "q", runtime="openvino", precision="int8")
+    assert not explicit.parity.passed
+    assert explicit.parity.max_abs_diff >= 0.04
 
 
 def test_int8_that_fails_the_gate_writes_nothing(full_vit_folder, tmp_path, photos):
@@ -101,6 +127,73 @@ def test_export_argument_errors(tiny_vit_folder, tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(ExportError, match="exists"):
         export_model(tiny_vit_folder, format="onnx", output=tmp_path / "d")
+
+
+def test_overwrite_replaces_only_a_folder_pixguard_exported(tiny_vit_folder, tmp_path):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"not to be deleted")
+    with pytest.raises(ExportError, match="only a folder written by pixguard export"):
+        export_model(tiny_vit_folder, format="onnx", output=mine, overwrite=True)
+    assert (mine / "holiday.jpg").read_bytes() == b"not to be deleted"
+    # A model folder that pixguard did not export is not replaced either.
+    with pytest.raises(ExportError, match="only a folder written by pixguard export"):
+        export_model(tiny_vit_folder, format="onnx", output=tiny_vit_folder, overwrite=True)
+
+    out = tmp_path / "exported"
+    export_model(tiny_vit_folder, format="onnx", output=out)
+    (out / "stale.txt").write_text("from the previous export")
+    export_model(tiny_vit_folder, format="onnx", output=out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_exported_folders_have_normal_permissions(tiny_vit_folder, tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        out = export_model(tiny_vit_folder, format="onnx", output=tmp_path / "m").folder
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert (out / "config.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_torchscript_loads_only_from_pixguard_exports_or_when_trusted(
+    tiny_vit_folder, tmp_path, monkeypatch, photos
+):
+    import shutil
+
+    import torch
+
+    from pixguard import UnsafeWeightsError
+
+    out = export_model(tiny_vit_folder, format="torchscript", output=tmp_path / "ts").folder
+    Classifier.load(out, runtime="torch").classify(photos[0])  # exported here: trusted
+
+    # The same folder with its archive swapped for another program is refused.
+    swapped = tmp_path / "swapped"
+    shutil.copytree(out, swapped)
+    original = torch.jit.load(str(out / "model.torchscript"))
+    torch.jit.save(torch.jit.freeze(original.eval()), str(swapped / "model.torchscript"))
+    with pytest.raises(UnsafeWeightsError, match="TorchScript archives are code"):
+        Classifier.load(swapped)
+    assert Classifier.load(swapped, trust_torchscript=True).classify(photos[0]).ok
+
+    # On another machine (a fresh pixguard cache) nothing was exported: refused too.
+    monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(tmp_path / "other-machine"))
+    with pytest.raises(UnsafeWeightsError):
+        Classifier.load(out, runtime="torch")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["classify", str(photos[0]), "-m", str(out)])
+    assert refused.exit_code == 2
+    assert "model_unsafe_weights" in refused.output
+    trusted = runner.invoke(
+        app, ["classify", str(photos[0]), "-m", str(out), "--trust-torchscript", "-f", "jsonl"]
+    )
+    assert trusted.exit_code == 0, trusted.output
+    assert json.loads(trusted.stdout)["runtime"] == "torch/fp32"
 
 
 def test_cli_export_then_classify(tiny_vit_folder, tmp_path, photos):

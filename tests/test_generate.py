@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixguard import Classifier, GenerationError, PromptRefusedError
+from pixguard import (
+    Classifier,
+    GenerationError,
+    ModelLoadError,
+    PromptRefusedError,
+    UnsafeWeightsError,
+)
 from pixguard.generate import Generator, SafetyGate
 from tests.helpers import build_tiny_sd3, save_sd3_single_file, sd3_config_folder
 
@@ -25,9 +31,12 @@ def safety(tiny_vit_folder) -> Classifier:
 
 
 def _generator(
-    tiny_sd3, tiny_vit_folder, threshold: float, action: str = "block", **kwargs
+    tiny_sd3, tiny_vit_folder, threshold: float, action: str | None = None, **kwargs
 ) -> Generator:
+    """A generator gated by the tiny ViT; a threshold of 1.0 (let everything through)
+    comes with the explicit allow-flagged opt-out, which the gate demands for it."""
     classifier = Classifier.load(tiny_vit_folder, runtime="torch", threshold=threshold)
+    action = action or ("allow-flagged" if threshold >= 1.0 else "block")
     return Generator.load(tiny_sd3, classifier=classifier, safety_action=action, **kwargs)
 
 
@@ -191,7 +200,18 @@ def test_cli_generate_json(tiny_sd3, tiny_vit_folder, tmp_path):
         "--format",
         "json",
     ]
-    allowed = CliRunner().invoke(app, [*args, "--safety-threshold", "1.0", "--num-images", "2"])
+    allowed = CliRunner().invoke(
+        app,
+        [
+            *args,
+            "--safety-threshold",
+            "1.0",
+            "--safety-action",
+            "allow-flagged",
+            "--num-images",
+            "2",
+        ],
+    )
     assert allowed.exit_code == 0, allowed.output
     rows = [json.loads(line) for line in allowed.stdout.splitlines()]
     assert [r["seed"] for r in rows] == [4, 5]
@@ -280,7 +300,14 @@ def test_cli_lora_and_img2img_options(tiny_sd3, tiny_vit_folder, tiny_lora, tmp_
     result = _cli(
         tiny_sd3,
         tiny_vit_folder,
-        *("--safety-threshold", "1.0", "--lora", f"{tiny_lora}:0.7"),
+        *(
+            "--safety-threshold",
+            "1.0",
+            "--safety-action",
+            "allow-flagged",
+            "--lora",
+            f"{tiny_lora}:0.7",
+        ),
         *("--init-image", str(init), "--strength", "0.7"),
         *("-o", str(tmp_path / "out"), "--format", "json"),
     )
@@ -312,7 +339,16 @@ def test_single_file_checkpoint_gives_the_folder_image(tiny_sd3, tiny_vit_folder
     result = _cli(
         checkpoint,
         tiny_vit_folder,
-        *("--config", str(config), "--safety-threshold", "1.0", "--seed", "3"),
+        *(
+            "--config",
+            str(config),
+            "--safety-threshold",
+            "1.0",
+            "--safety-action",
+            "allow-flagged",
+            "--seed",
+            "3",
+        ),
         *("-o", str(tmp_path / "out"), "--format", "json"),
     )
     assert result.exit_code == 0, result.output
@@ -343,22 +379,22 @@ def test_single_file_errors_name_the_file_and_the_reason(tiny_sd3, tiny_vit_fold
     classifier = Classifier.load(tiny_vit_folder, runtime="torch")
     pickled = tmp_path / "model.ckpt"
     pickled.write_bytes(b"not loaded")
-    with pytest.raises(GenerationError, match="pickled checkpoints are never loaded") as error:
+    with pytest.raises(UnsafeWeightsError, match="pickled checkpoints are never loaded") as error:
         Generator.load(pickled, classifier=classifier)
     assert error.value.source == str(pickled)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
-    with pytest.raises(GenerationError, match="not a readable safetensors"):
+    with pytest.raises(ModelLoadError, match="not a readable safetensors"):
         Generator.load(garbage, classifier=classifier)
     unrelated = tmp_path / "unrelated.safetensors"
     save_file({"weight": torch.zeros(2)}, unrelated)
-    with pytest.raises(GenerationError, match="no SD3 transformer"):
+    with pytest.raises(ModelLoadError, match="no SD3 transformer"):
         Generator.load(unrelated, classifier=classifier)
     checkpoint = save_sd3_single_file(tiny_sd3, tmp_path / "tiny.safetensors", with_clip_l=False)
     with pytest.raises(GenerationError, match="cannot tell which SD3 variant"):
         Generator.load(checkpoint, classifier=classifier)
     bare = sd3_config_folder(tiny_sd3, tmp_path / "bare", drop=("text_encoder", "text_encoder_2"))
-    with pytest.raises(GenerationError, match="no text_encoder and the config cannot provide it"):
+    with pytest.raises(ModelLoadError, match="no text_encoder and the config cannot provide it"):
         Generator.load(checkpoint, config=bare, classifier=classifier)
 
 
@@ -387,5 +423,62 @@ def test_config_mistakes_are_typed_errors(tiny_sd3, tiny_vit_folder, tmp_path):
     assert error.value.source == str(tmp_path / "missing" / "config")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(GenerationError, match=r"no readable model_index\.json"):
+    with pytest.raises(ModelLoadError, match=r"no readable model_index\.json"):
         Generator.load(checkpoint, config=empty, classifier=classifier)
+
+
+def test_threshold_one_needs_the_explicit_opt_out(tiny_sd3, tiny_vit_folder, caplog):
+    """A threshold of 1.0 flags nothing: the gate refuses it unless the caller opts out."""
+    import logging
+
+    from pixguard import InvalidThresholdError
+
+    open_classifier = Classifier.load(tiny_vit_folder, runtime="torch", threshold=1.0)
+    for action in ("block", "blur"):
+        with pytest.raises(InvalidThresholdError, match="lets every image through"):
+            SafetyGate(open_classifier, action=action)
+    with caplog.at_level(logging.WARNING):
+        SafetyGate(open_classifier, action="allow-flagged")
+    assert "OPT-OUT" in caplog.text
+    refused = _cli(tiny_sd3, tiny_vit_folder, "--safety-threshold", "1.0")
+    assert refused.exit_code == 2
+    assert "threshold_invalid" in refused.output
+
+
+@pytest.mark.parametrize("action", ["block", "blur", "allow-flagged"])
+def test_a_nan_score_blocks_as_a_classifier_failure(tiny_vit_folder, action):
+    import dataclasses
+
+    classifier = Classifier.load(tiny_vit_folder, runtime="torch", threshold=0.5)
+    real_predict = classifier.predict
+    classifier.predict = lambda images: [  # a model whose output went NaN
+        dataclasses.replace(p, nsfw_score=float("nan")) for p in real_predict(images)
+    ]
+    image = Image.fromarray(np.full((32, 32, 3), 128, np.uint8))
+    decision = SafetyGate(classifier, action=action).check([image])[0]
+    assert decision.decision == "blocked"
+    assert decision.image is None
+    assert "safety classifier failed" in decision.reason
+
+
+def test_pickled_loras_are_refused(tiny_sd3, tiny_vit_folder, tiny_lora, tmp_path):
+    """Only safetensors LoRAs load: a folder holding a pickled .bin, or a .bin file
+    named directly, is refused before diffusers could unpickle it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from pixguard import UnsafeWeightsError
+
+    folder = tmp_path / "pickled-lora"
+    folder.mkdir()
+    state = load_file(tiny_lora / "pytorch_lora_weights.safetensors")
+    torch.save(state, folder / "pytorch_lora_weights.bin")
+    classifier = Classifier.load(tiny_vit_folder, runtime="torch")
+    for source in (folder, folder / "pytorch_lora_weights.bin"):
+        with pytest.raises(UnsafeWeightsError, match="never loaded") as error:
+            Generator.load(tiny_sd3, classifier=classifier, loras=[(source, 1.0)])
+        assert error.value.source == str(source)
+    # The same weights as safetensors, named as a file, load.
+    single = tmp_path / "adapter.safetensors"
+    single.write_bytes((tiny_lora / "pytorch_lora_weights.safetensors").read_bytes())
+    assert Generator.load(tiny_sd3, classifier=classifier, loras=[(single, 1.0)])

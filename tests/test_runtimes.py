@@ -16,17 +16,20 @@ from pixguard.runtimes import (
     AUTO_ORDER,
     PARITY_TOLERANCE,
     ModelArtifacts,
+    ParityReference,
     RuntimeOutput,
+    cache_root,
     check_parity,
+    compare_with_reference,
+    cpu_precisions,
     parity_images,
+    parity_reference,
 )
-from pixguard.runtimes._cache import cache_root
-from pixguard.runtimes._openvino import openvino_precisions
 
 
 def test_parity_images_are_fixed_and_varied():
     first, second = parity_images(), parity_images()
-    assert len(first) == 16
+    assert len(first) == 18  # 16 synthetic, then the two bundled photos
     assert all(
         np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, second, strict=True)
     )
@@ -55,12 +58,12 @@ def test_bf16_paths_report_their_parity(folder_fixture, request, photos):
     folder = request.getfixturevalue(folder_fixture)
     reference = Classifier.load(folder, runtime="torch").predict(photos)
     for kind in ("torch", "openvino"):
-        if kind == "openvino" and "bf16" not in openvino_precisions():
+        if kind == "openvino" and "bf16" not in cpu_precisions():
             continue
         fast = Classifier.load(folder, runtime=kind, precision="bf16")
         assert fast.runtime.precision == "bf16"
         report = fast.parity
-        assert report.images == 16
+        assert report.images >= 18
         scores = [p.nsfw_score for p in fast.predict(photos)]
         measured = max(abs(a.nsfw_score - b) for a, b in zip(reference, scores, strict=True))
         # The gate's verdict agrees with what the photos show.
@@ -94,9 +97,9 @@ def test_gate_rejects_paths_that_drift(tiny_vit_folder):
 
 
 def test_auto_never_picks_a_path_that_fails_the_gate(tiny_vit_folder, monkeypatch):
-    from pixguard.runtimes import _loaders
+    from pixguard.runtimes import _verdicts
 
-    original = _loaders.check_parity
+    original = _verdicts.check_parity
 
     def failing_unless_fp32_eager(reference, candidate, **kwargs):
         report = original(reference, candidate, **kwargs)
@@ -104,7 +107,7 @@ def test_auto_never_picks_a_path_that_fails_the_gate(tiny_vit_folder, monkeypatc
             return report
         return type(report)(**{**report.to_dict(), "passed": False})
 
-    monkeypatch.setattr(_loaders, "check_parity", failing_unless_fp32_eager)
+    monkeypatch.setattr(_verdicts, "check_parity", failing_unless_fp32_eager)
     monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(Path(cache_root()) / "auto-gate"))
     classifier = Classifier.load(tiny_vit_folder)  # runtime="auto"
     assert classifier.runtime_name == "onnxruntime/fp32"
@@ -121,12 +124,12 @@ def test_auto_result_and_verdict_are_cached(tiny_vit_folder, monkeypatch, tmp_pa
     assert all("report" in json.loads(v.read_text()) for v in verdicts)
     assert list((tmp_path / "cache" / "onnx").glob("timm-*/model.onnx"))
 
-    from pixguard.runtimes import _loaders
+    from pixguard.runtimes import _verdicts
 
     def must_not_rerun(*args, **kwargs):
         raise AssertionError("a cached verdict must be reused")
 
-    monkeypatch.setattr(_loaders, "check_parity", must_not_rerun)
+    monkeypatch.setattr(_verdicts, "check_parity", must_not_rerun)
     second = Classifier.load(tiny_vit_folder)
     assert second.runtime_name == first.runtime_name
 
@@ -151,15 +154,15 @@ def test_unavailable_combinations_are_clear_errors(tiny_vit_folder):
 
 
 def test_explicit_runtime_failing_the_gate_is_used_but_warned(tiny_vit_folder, monkeypatch, caplog):
-    from pixguard.runtimes import _loaders
+    from pixguard.runtimes import _verdicts
 
-    original = _loaders.check_parity
+    original = _verdicts.check_parity
 
     def always_fail(reference, candidate, **kwargs):
         report = original(reference, candidate, **kwargs)
         return type(report)(**{**report.to_dict(), "passed": False})
 
-    monkeypatch.setattr(_loaders, "check_parity", always_fail)
+    monkeypatch.setattr(_verdicts, "check_parity", always_fail)
     monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(Path(cache_root()) / "explicit-gate"))
     with caplog.at_level(logging.WARNING):
         classifier = Classifier.load(tiny_vit_folder, runtime="onnxruntime")
@@ -180,7 +183,7 @@ def test_batch_of_one_has_no_padding(tiny_vit_folder):
 def test_runtime_outputs_have_the_documented_shapes(tiny_vit_folder):
     artifacts = ModelArtifacts(resolve_model(tiny_vit_folder))
     batch = np.stack(
-        [preprocess(image, artifacts.spec.preprocessing) for image in parity_images(3)]
+        [preprocess(image, artifacts.spec.preprocessing) for image in parity_images()[:3]]
     )
     for kind in ("torch", "onnxruntime", "openvino"):
         out = artifacts.open(kind, "fp32").run(batch)
@@ -196,7 +199,7 @@ def test_openvino_batches_match_single_images_in_any_memory_layout(tiny_vit_fold
     artifacts = ModelArtifacts(resolve_model(tiny_vit_folder))
     runtime = artifacts.open("openvino", "fp32")
     batch = np.stack(
-        [preprocess(image, artifacts.spec.preprocessing) for image in parity_images(7)]
+        [preprocess(image, artifacts.spec.preprocessing) for image in parity_images()[:7]]
     )
     singles = np.concatenate([runtime.run(batch[i : i + 1]).probabilities for i in range(7)])
     together = runtime.run(batch).probabilities
@@ -204,3 +207,85 @@ def test_openvino_batches_match_single_images_in_any_memory_layout(tiny_vit_fold
     np.testing.assert_allclose(together, singles, atol=1e-5)
     np.testing.assert_allclose(strided, singles, atol=1e-5)
     assert len({round(float(p), 4) for p in singles[:, 0]}) > 1  # the rows differ
+
+
+class _Confident:
+    """A runtime that sharpens another's scores, like a trained model that is sure
+    of itself, and can shift its logit, as a lossy faster path does."""
+
+    kind, precision = "test", "fp32"
+
+    def __init__(self, inner, sharpness, shift=0.0):
+        self.spec, self.inner = inner.spec, inner
+        self.sharpness, self.shift = sharpness, shift
+
+    def run(self, batch):
+        out = self.inner.run(batch)
+        p = np.clip(out.probabilities[:, 0].astype(np.float64), 1e-12, 1 - 1e-12)
+        logit = self.sharpness * np.log(p / (1 - p)) + self.shift
+        nsfw = 1 / (1 + np.exp(-logit))
+        probabilities = np.stack([nsfw, 1 - nsfw], axis=1).astype(np.float32)
+        return RuntimeOutput(probabilities=probabilities, embeddings=out.embeddings)
+
+
+def test_gate_catches_a_drift_that_shows_only_near_the_threshold(tiny_vit_folder):
+    """A confident model scores every fixed image near 0 or 1, where a shifted logit
+    barely moves the score; the bisection blends land near the threshold, where it
+    shows."""
+    tiny = ModelArtifacts(resolve_model(tiny_vit_folder)).reference()
+    reference = _Confident(tiny, sharpness=4.0)
+    drifting = _Confident(tiny, sharpness=4.0, shift=0.3)
+    recorded = parity_reference(reference, threshold=0.5)
+    base = len(parity_images())
+    base_scores = np.asarray(recorded.scores[:base])
+    assert np.all(np.abs(base_scores - 0.5) > 0.4)  # the fixed images alone: far from it
+    on_base_only = compare_with_reference(
+        ParityReference(blends=(), scores=recorded.scores[:base]), drifting, threshold=0.5
+    )
+    assert on_base_only.passed  # the old gate's blind spot
+    assert on_base_only.near_threshold == 0
+
+    report = check_parity(reference, drifting, threshold=0.5)
+    assert not report.passed
+    assert report.max_abs_diff > PARITY_TOLERANCE
+    assert report.near_threshold >= 2
+    assert report.images == base + len(recorded.blends)
+    assert check_parity(reference, reference, threshold=0.5).passed
+
+
+def test_parity_reference_round_trips_and_rebuilds_the_same_inputs(tiny_vit_folder):
+    reference = ModelArtifacts(resolve_model(tiny_vit_folder)).reference()
+    recorded = parity_reference(reference, threshold=0.5)
+    assert recorded.blends  # the tiny model scores the fixed images on both sides
+    again = ParityReference.from_dict(json.loads(json.dumps(recorded.to_dict())))
+    assert again == recorded
+    report = compare_with_reference(again, reference, threshold=0.5)
+    assert report.passed
+    assert report.max_abs_diff < 1e-6
+
+
+def test_auto_moves_on_past_native_runtime_errors(tiny_vit_folder, monkeypatch, tmp_path):
+    """onnxruntime's and OpenVINO's own exceptions, or a KeyError, mean that path
+    cannot run here: auto tries the next one instead of giving up."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    from pixguard.runtimes import _onnx, _openvino
+
+    def openvino_fails(self, batch):
+        raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp")
+
+    def onnxruntime_fails(self, batch):
+        raise InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT")
+
+    monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_openvino.OpenVinoRuntime, "run", openvino_fails)
+    monkeypatch.setattr(_onnx.OnnxRuntime, "run", onnxruntime_fails)
+    classifier = Classifier.load(tiny_vit_folder)
+    assert classifier.runtime.kind == "torch"
+
+    def key_error(self, batch):
+        raise KeyError("probabilities")
+
+    monkeypatch.setenv("PIXGUARD_CACHE_DIR", str(tmp_path / "cache2"))
+    monkeypatch.setattr(_onnx.OnnxRuntime, "run", key_error)
+    assert Classifier.load(tiny_vit_folder).runtime.kind == "torch"

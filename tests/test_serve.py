@@ -414,7 +414,8 @@ def test_generation_jobs(tmp_path, tiny_vit_folder):
         "torch",
         "--generate-variant",
         str(pipeline),
-        env={"PIXGUARD_THRESHOLD": "1.0"},
+        # Threshold 1.0 lets everything through, which the gate takes only with the opt-out.
+        env={"PIXGUARD_THRESHOLD": "1.0", "PIXGUARD_GENERATE_SAFETY_ACTION": "allow-flagged"},
     )
     try:
         body = {

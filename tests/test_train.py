@@ -82,7 +82,7 @@ def test_linear_probe_learns_and_reloads_identically(textures, base, tmp_path):
         config=FinetuneConfig(mode="linear", epochs=10),
         progress=events.append,
     )
-    assert result.metrics["val_class_accuracy"] > 0.95
+    assert result.metrics["class_accuracy"] > 0.95
     assert result.metrics["accuracy"] > 0.95
     files = {p.name for p in (tmp_path / "probe").iterdir()}
     assert {
@@ -131,7 +131,7 @@ def test_full_finetuning_learns(textures, base, tmp_path):
         textures, base=str(base), output=tmp_path / "full", nsfw_classes=["grainy"], config=config
     )
     assert max(h["val_accuracy"] for h in result.history) > 0.95
-    assert result.metrics["val_class_accuracy"] > 0.95
+    assert result.metrics["class_accuracy"] > 0.95
     assert not (tmp_path / "full" / "checkpoint").exists()  # a finished run keeps no checkpoint
 
 
@@ -343,3 +343,70 @@ def test_cli_evaluate_and_calibrate(textures, base, probe, tmp_path):
     )
     assert finetuned.exit_code == 0, finetuned.output
     assert (tmp_path / "ft" / "model.safetensors").is_file()
+
+
+def test_metrics_are_scikit_learn_s_on_ties_and_one_class():
+    from sklearn import metrics as sk
+
+    from pixguard.train._metrics import roc_auc, roc_curve
+
+    rng = np.random.default_rng(3)
+    truth = rng.random(400) < 0.3
+    scores = np.round(rng.random(400) * 0.6 + truth * 0.3, 2)  # many ties
+    assert roc_auc(truth, scores) == pytest.approx(sk.roc_auc_score(truth, scores))
+    fpr, tpr = roc_curve(truth, scores)
+    sk_fpr, sk_tpr, _ = sk.roc_curve(truth, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    precision, _recall, thresholds = pr_curve(truth, scores)
+    assert np.all(np.diff(thresholds) < 0)  # highest threshold first, every distinct score
+    assert len(thresholds) == len(np.unique(scores))
+    point = report(truth, scores, 0.5)
+    assert point["classes"]["sfw"]["f1"] == pytest.approx(sk.f1_score(~truth, scores < 0.5))
+    assert report(np.ones(5, bool), np.linspace(0, 1, 5), 0.5)["roc_auc"] is None
+    assert precision[0] == pytest.approx(sk.precision_score(truth, scores >= thresholds[0]))
+
+
+def test_metrics_name_their_split_and_use_a_held_out_test_set(
+    textures, base, tmp_path, monkeypatch
+):
+    dataset = load_dataset(textures)
+    train_and_val, test = dataset.split(0.25, seed=7)
+    manifest = tmp_path / "train.csv"
+    manifest.write_text(
+        "path,label\n" + "".join(f"{s.path},{s.label}\n" for s in train_and_val.samples)
+    )
+    test_manifest = tmp_path / "test.csv"
+    test_manifest.write_text(
+        "path,label\n" + "".join(f"{s.path},{s.label}\n" for s in test.samples)
+    )
+
+    predict_calls = []
+    original = Classifier.predict
+
+    def counting(self, images, **kwargs):
+        images = list(images)
+        predict_calls.append(len(images))
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", counting)
+    config = FinetuneConfig(mode="linear", epochs=3)
+    default = finetune(
+        manifest, base=str(base), output=tmp_path / "a", nsfw_classes=["grainy"], config=config
+    )
+    assert default.metrics["metrics_split"] == "validation"
+    assert "early stopping" in default.metrics["metrics_split_note"]
+    assert len(predict_calls) == 1  # validation inference runs once
+    held_out = finetune(
+        manifest,
+        base=str(base),
+        output=tmp_path / "b",
+        nsfw_classes=["grainy"],
+        config=config,
+        test=test_manifest,
+    )
+    assert held_out.metrics["metrics_split"] == "test"
+    assert held_out.metrics["samples"] == held_out.metrics["test_samples"] == len(test)
+    assert predict_calls[-1] == len(test)
+    stored = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert stored["metrics_split"] == "test"

@@ -27,9 +27,11 @@ without parsing messages.
     ├── ParityError                     parity_failed
     ├── ExportError                     export_failed
     ├── DatasetError                    dataset_invalid
+    │   └── FlaggedTrainingDataError    dataset_flagged
     ├── TrainingError                   training_failed
     ├── GenerationError                 generation_invalid
-    │   └── PromptRefusedError          prompt_refused
+    │   ├── PromptRefusedError          prompt_refused
+    │   └── InputImageRefusedError      input_image_refused
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
@@ -38,10 +40,11 @@ without parsing messages.
     │   ├── PolicyNotFoundError         policy_not_found
     │   ├── PolicyInvalidError          policy_invalid
     │   └── PolicyLabelError            policy_label_unknown
-    └── ReviewError                     review_error
-        ├── ReviewItemNotFoundError     review_item_not_found
-        ├── ReviewConflictError         review_conflict
-        └── ReviewInvalidError          review_invalid
+    ├── ReviewError                     review_error
+    │   ├── ReviewItemNotFoundError     review_item_not_found
+    │   ├── ReviewConflictError         review_conflict
+    │   └── ReviewInvalidError          review_invalid
+    └── ScanError                       scan_invalid
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ __all__ = [
     "DatasetError",
     "EmptyImageError",
     "ExportError",
+    "FlaggedTrainingDataError",
     "GenerationError",
     "ImageDecodeError",
     "ImageError",
@@ -62,6 +66,7 @@ __all__ = [
     "IndexModelMismatchError",
     "IndexStoreError",
     "InferenceError",
+    "InputImageRefusedError",
     "InvalidImageInputError",
     "InvalidThresholdError",
     "ModelConfigError",
@@ -82,6 +87,7 @@ __all__ = [
     "ReviewInvalidError",
     "ReviewItemNotFoundError",
     "RuntimeUnavailableError",
+    "ScanError",
     "TooManyPixelsError",
     "TrainingError",
     "TruncatedImageError",
@@ -217,6 +223,23 @@ class DatasetError(PixguardError):
     code = "dataset_invalid"
 
 
+class FlaggedTrainingDataError(DatasetError):
+    """The safety classifier flagged training images (or could not screen them);
+    ``flagged`` names each file with its score (None when it could not be scored)."""
+
+    code = "dataset_flagged"
+
+    def __init__(
+        self, message: str, *, flagged: list[tuple[str, float | None]], source: str | None = None
+    ) -> None:
+        listing = "; ".join(
+            f"{path} ({'not scored' if score is None else f'nsfw {score:.3f}'})"
+            for path, score in flagged
+        )
+        super().__init__(f"{message}: {listing}", source=source)
+        self.flagged = flagged
+
+
 class TrainingError(PixguardError):
     code = "training_failed"
 
@@ -231,6 +254,13 @@ class PromptRefusedError(GenerationError):
     """The prompt matched the configured screening list; nothing was computed."""
 
     code = "prompt_refused"
+
+
+class InputImageRefusedError(GenerationError):
+    """The safety classifier flagged an input image (a ControlNet control image), or
+    could not score it; nothing was generated."""
+
+    code = "input_image_refused"
 
 
 class IndexStoreError(PixguardError):
@@ -298,3 +328,9 @@ class ReviewInvalidError(ReviewError):
     """A decision, limit or export target that is not valid."""
 
     code = "review_invalid"
+
+
+class ScanError(PixguardError):
+    """A scan cannot start or resume: bad sources, or an output folder it must not touch."""
+
+    code = "scan_invalid"

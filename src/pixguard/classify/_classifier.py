@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .._exceptions import (
     ImageDecodeError,
@@ -70,6 +71,7 @@ class Classifier:
         self._workers = workers or max(1, min(8, os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
         self._nsfw_indices = list(self.spec.nsfw_indices)
+        self._embedding_dim: int | None = None
 
     @classmethod
     def load(
@@ -81,6 +83,7 @@ class Classifier:
         workers: int | None = None,
         runtime: str = "auto",
         precision: str | None = None,
+        trust_torchscript: bool = False,
     ) -> Classifier:
         """Load a registered model by name, a model folder, or ``hf-hub:owner/repo``.
 
@@ -88,11 +91,17 @@ class Classifier:
         overrides the model's own default. ``runtime`` is ``torch``,
         ``onnxruntime``, ``openvino`` or ``auto`` (the fastest path here that passes
         the parity gate); ``precision`` is ``fp32``, ``bf16`` or ``int8``.
+        ``trust_torchscript`` allows a TorchScript folder that pixguard did not
+        export on this machine: TorchScript is code, load it only from a trusted source.
         """
         if threshold is not None:
             _check_threshold(threshold)
         loaded = load_runtime(
-            resolve_model(name_or_path), runtime=runtime, precision=precision, threshold=threshold
+            resolve_model(name_or_path),
+            runtime=runtime,
+            precision=precision,
+            threshold=threshold,
+            trust_torchscript=trust_torchscript,
         )
         return cls(
             loaded.runtime,
@@ -107,8 +116,23 @@ class Classifier:
         return self.spec.name
 
     @property
-    def embedding_dim(self) -> int | None:
-        return self.spec.embedding_dim
+    def embedding_dim(self) -> int:
+        """Size of the embedding. Model folders may not record it (``num_features``
+        is optional), so it is then measured once with one forward pass."""
+        if self._embedding_dim is None:
+            self._embedding_dim = self.spec.embedding_dim or self._measure_embedding_dim()
+        return self._embedding_dim
+
+    def _measure_embedding_dim(self) -> int:
+        pp = self.spec.preprocessing
+        probe = preprocess(Image.new("RGB", pp.resize_size), pp)
+        try:
+            output = self.runtime.run(probe[None])
+        except Exception as exc:
+            raise InferenceError(
+                f"the model failed on a probe image: {exc}", source=self.name
+            ) from exc
+        return int(output.embeddings.shape[1])
 
     def close(self) -> None:
         if self._pool is not None:

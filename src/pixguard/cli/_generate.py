@@ -81,6 +81,31 @@ def generate_command(
     mask: Annotated[
         Path | None, typer.Option(help="Inpaint where this mask is white (needs --init-image).")
     ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(help="ControlNet guidance: canny, blur or depth (needs --control-image)."),
+    ] = None,
+    control_image: Annotated[
+        Path | None,
+        typer.Option(
+            help="The image to follow (screened by the safety model); for depth, the depth map unless --depth-model."
+        ),
+    ] = None,
+    control_model: Annotated[
+        str | None,
+        typer.Option(
+            help="ControlNet folder or Hub repo (default: Stability's SD3.5 Large ControlNet for the kind)."
+        ),
+    ] = None,
+    control_scale: Annotated[
+        float, typer.Option(min=0.0, help="ControlNet strength (0: none).")
+    ] = 1.0,
+    depth_model: Annotated[
+        str | None,
+        typer.Option(
+            help="A transformers depth-estimation model (folder or Hub repo) for --control depth."
+        ),
+    ] = None,
     drop_t5: Annotated[bool, typer.Option(help="Skip the T5 text encoder (less memory).")] = False,
     cpu_offload: Annotated[
         bool, typer.Option(help="Model CPU offload (GPU memory saver).")
@@ -133,6 +158,11 @@ def generate_command(
                 init_image=init_image,
                 strength=strength,
                 mask=mask,
+                control=control,
+                control_image=control_image,
+                control_scale=control_scale,
+                control_model=control_model,
+                depth_model=depth_model,
             )
     except (PixguardError, ValueError) as exc:
         raise fail(exc if isinstance(exc, PixguardError) else PixguardError(str(exc))) from None

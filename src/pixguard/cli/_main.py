@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -33,10 +35,13 @@ from ._common import (
     stderr,
 )
 from ._generate import generate_command
+from ._help import CommandsInUserOrder
 from ._index import index_app
 from ._inputs import expand_paths
+from ._lora import lora_app
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
 from ._review import review_app
+from ._scan import scan_command
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
 
@@ -45,6 +50,8 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pixguard",
+    cls=CommandsInUserOrder,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Self-hosted image safety: classify images NSFW/SFW on this machine.",
     no_args_is_help=True,
     add_completion=False,
@@ -62,8 +69,10 @@ app.add_typer(index_app, name="index")
 register_training(app)
 app.command("serve")(serve_command)
 app.command("generate")(generate_command)
+app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
+app.command("scan")(scan_command)
 
 
 @app.callback()
@@ -182,6 +191,12 @@ def classify(
             "--progress/--no-progress", help="Progress bar on stderr (default: when a terminal)."
         ),
     ] = None,
+    trust_torchscript: Annotated[
+        bool,
+        typer.Option(
+            help="Load a TorchScript model that pixguard did not export here (TorchScript is code)."
+        ),
+    ] = False,
 ) -> None:
     """Classify images as NSFW/SFW.
 
@@ -199,7 +214,12 @@ def classify(
         policy = Policy.load(policy_file) if policy_file is not None else None
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
         classifier = Classifier.load(
-            model, threshold=threshold, limits=limits, runtime=runtime, precision=precision
+            model,
+            threshold=threshold,
+            limits=limits,
+            runtime=runtime,
+            precision=precision,
+            trust_torchscript=trust_torchscript,
         )
         if policy is not None:
             policy.check_labels(classifier.name, classifier.spec.label_names)
@@ -320,6 +340,10 @@ def _record(
 
 
 def main() -> None:
+    # The command line is an application, which may choose its warnings (the library
+    # never does): pixguard checks its own pixel limit from the header, so Pillow's
+    # warning at its lower limit is noise on legitimate large photos.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         app()
     except Exception as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._files import AtomicFile
 from ..classify import Prediction
 
 __all__ = ["EmbeddingWriter", "OutputFormat", "ResultWriter"]
@@ -175,11 +175,9 @@ class EmbeddingWriter:
     """
 
     def __init__(self, path: Path, count: int, dim: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._tmp = path.with_name(f".{path.name}.tmp.npy")
+        self._file = AtomicFile(path)
         self._array = np.lib.format.open_memmap(
-            self._tmp, mode="w+", dtype=np.float32, shape=(count, dim)
+            self._file.temporary, mode="w+", dtype=np.float32, shape=(count, dim)
         )
         self._array[:] = np.nan
         self._row = 0
@@ -192,7 +190,7 @@ class EmbeddingWriter:
     def close(self) -> None:
         self._array.flush()
         del self._array
-        os.replace(self._tmp, self._path)
+        self._file.commit()
 
     def abort(self) -> None:
-        self._tmp.unlink(missing_ok=True)
+        self._file.abort()

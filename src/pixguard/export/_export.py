@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from .._exceptions import ExportError, ImageError, ParityError
+from .._exceptions import ExportError, ImageError, ModelError, ParityError
+from .._files import atomic_folder
 from .._version import __version__
 from ..images import DecodeLimits, ImageInput, load_image, preprocess
 from ..models import ModelSpec, read_config, resolve_model, spec_from_config
-from ..runtimes import ARTIFACT_FILES, ModelArtifacts, ParityReport, check_parity
+from ..runtimes import (
+    ARTIFACT_FILES,
+    ModelArtifacts,
+    ParityReference,
+    ParityReport,
+    compare_with_reference,
+    parity_reference,
+    record_trusted_torchscript,
+)
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_model"]
 
@@ -57,7 +65,11 @@ def _base_config(artifacts: ModelArtifacts) -> dict[str, Any]:
 
 
 def _exported_config(
-    artifacts: ModelArtifacts, fmt: str, precision: str, parity: ParityReport | None
+    artifacts: ModelArtifacts,
+    fmt: str,
+    precision: str,
+    parity: ParityReport | None,
+    reference: ParityReference | None,
 ) -> dict[str, Any]:
     spec = artifacts.spec
     config = _base_config(artifacts)
@@ -76,6 +88,9 @@ def _exported_config(
                 "source_model": spec.name,
                 "pixguard_version": __version__,
                 "parity": None if parity is None else parity.to_dict(),
+                # The source's scores on the parity inputs: the export is checked
+                # against them again on every machine that loads it.
+                "parity_reference": None if reference is None else reference.to_dict(),
             },
         }
     )
@@ -159,7 +174,7 @@ def _write_weights(
     if fmt == "torchscript":
         if artifacts.loader != "timm":
             raise ExportError("TorchScript export needs a timm model", source=artifacts.spec.name)
-        artifacts.reference().export_torchscript(folder / ARTIFACT_FILES["torchscript"])  # type: ignore[attr-defined]
+        artifacts.torch_fp32().export_torchscript(folder / ARTIFACT_FILES["torchscript"])
         return
     onnx_source = artifacts.onnx_path()
     onnx_target = folder / ARTIFACT_FILES["onnx"]
@@ -200,32 +215,35 @@ def export_model(
     if precision == "int8" and calibration is None:
         raise ExportError("int8 export needs calibration images (--calibration DIR)")
     target = Path(output)
-    if target.exists() and not (overwrite and target.is_dir()):
+    if target.exists() and not overwrite:
         raise ExportError(
             "the output folder exists (use --overwrite to replace it)", source=str(target)
         )
+    if target.exists():
+        _check_replaceable(target)
 
     artifacts = ModelArtifacts(resolve_model(model))
     batches = _calibration_batches(artifacts.spec, calibration) if precision == "int8" else None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_folder(target, replace=True) as scratch:
         _write_weights(artifacts, format, precision, scratch, batches)
         config_path = scratch / "config.json"
         config_path.write_text(
-            json.dumps(_exported_config(artifacts, format, precision, None), indent=2)
+            json.dumps(_exported_config(artifacts, format, precision, None, None), indent=2)
         )
         exported = ModelArtifacts(
             spec_from_config(
                 read_config(scratch), name=str(target), source="local-dir", location=str(scratch)
-            )
+            ),
+            trust_torchscript=True,  # written just now, by this function
         )
         candidate = exported.open(_RUNTIME_OF_FORMAT[format], precision)
+        threshold = artifacts.spec.threshold
+        reference = parity_reference(artifacts.reference(), threshold=threshold)
         tolerance = FP32_EXPORT_TOLERANCE if precision == "fp32" else None
-        report = check_parity(
-            artifacts.reference(),
+        report = compare_with_reference(
+            reference,
             candidate,
-            threshold=artifacts.spec.threshold,
+            threshold=threshold,
             **({"tolerance": tolerance} if tolerance is not None else {}),
         )
         if not report.passed:
@@ -236,11 +254,25 @@ def export_model(
                 source=artifacts.spec.name,
             )
         config_path.write_text(
-            json.dumps(_exported_config(artifacts, format, precision, report), indent=2)
+            json.dumps(_exported_config(artifacts, format, precision, report, reference), indent=2)
         )
-        if target.exists():
-            shutil.rmtree(target)
-        scratch.rename(target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if format == "torchscript":
+            record_trusted_torchscript(scratch / ARTIFACT_FILES["torchscript"])
     return ExportResult(folder=target, format=format, precision=precision, parity=report)
+
+
+def _check_replaceable(target: Path) -> None:
+    """``--overwrite`` replaces only a folder that pixguard export wrote: one whose
+    ``config.json`` records an export. Anything else is left alone."""
+    try:
+        exported = target.is_dir() and bool(
+            (read_config(target).get("pixguard") or {}).get("export")
+        )
+    except ModelError:
+        exported = False
+    if not exported:
+        raise ExportError(
+            "--overwrite replaces only a folder written by pixguard export (its config.json "
+            "records the export); this one is not, so it was left as it is",
+            source=str(target),
+        )

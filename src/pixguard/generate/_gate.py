@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from PIL import Image, ImageFilter
 
+from .._exceptions import InputImageRefusedError, InvalidThresholdError
 from ..classify import Classifier
 
 __all__ = ["GateAction", "GateDecision", "SafetyGate"]
@@ -42,17 +44,26 @@ class GateDecision:
 class SafetyGate:
     """Classifies images with a pixguard Classifier and applies the policy action.
 
-    It fails closed: when the classifier fails on an image, for any reason, the
-    image is blocked.
+    It fails closed: when the classifier fails on an image, for any reason (an
+    error, or a score that is not a finite number), the image is blocked. A
+    threshold of 1.0 flags nothing, so it is accepted only with the explicit
+    ``allow-flagged`` opt-out.
     """
 
     def __init__(self, classifier: Classifier, *, action: GateAction = "block") -> None:
         if action not in ("block", "blur", "allow-flagged"):
             raise ValueError(f"unknown safety action {action!r}")
+        if classifier.threshold >= 1.0 and action != "allow-flagged":
+            raise InvalidThresholdError(
+                f"a safety threshold of {classifier.threshold} lets every image through; "
+                "lower it, or opt out explicitly with the safety action allow-flagged",
+                source=classifier.name,
+            )
         if action == "allow-flagged":
             logger.warning(
-                "SAFETY GATE OPT-OUT: images scored above the threshold WILL be returned "
-                "(--safety-action allow-flagged). Every such image is logged."
+                "SAFETY GATE OPT-OUT: images scored above the threshold (%s) WILL be returned "
+                "(--safety-action allow-flagged). Every such image is logged.",
+                classifier.threshold,
             )
         self.classifier = classifier
         self.action = action
@@ -72,6 +83,10 @@ class SafetyGate:
         for image, prediction in zip(images, predictions, strict=True):
             if not prediction.ok or prediction.nsfw_score is None:
                 reason = f"safety classifier failed: {prediction.error}"
+                decisions.append(GateDecision("blocked", None, name, threshold, reason, None))
+            elif not math.isfinite(prediction.nsfw_score):
+                # A NaN compares false with everything: never let it reach the policy.
+                reason = f"safety classifier failed: nsfw score is {prediction.nsfw_score}"
                 decisions.append(GateDecision("blocked", None, name, threshold, reason, None))
             elif prediction.nsfw_score < threshold:
                 decisions.append(
@@ -118,3 +133,16 @@ class SafetyGate:
                     )
                 )
         return decisions
+
+    def screen_input(self, image: Image.Image, source: str) -> None:
+        """Refuse an input image (a control image) that the gate would not let out:
+        flagged, or not scorable. Under the allow-flagged opt-out it passes, logged."""
+        decision = self.check([image])[0]
+        if decision.decision in ("blocked", "blurred"):
+            score = (
+                "not scored" if decision.nsfw_score is None else f"nsfw {decision.nsfw_score:.3f}"
+            )
+            raise InputImageRefusedError(
+                f"the safety model refused this input image ({decision.reason}; {score})",
+                source=source,
+            )

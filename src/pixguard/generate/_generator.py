@@ -14,13 +14,21 @@ from typing import Any
 from PIL import PngImagePlugin
 
 from .._exceptions import GenerationError, PromptRefusedError
+from .._files import atomic_file
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
+from ._control import (
+    CONTROL_KINDS,
+    CONTROLNET_REPOS,
+    control_condition,
+    load_controlnet,
+    load_depth_estimator,
+)
 from ._gate import GateAction, GateDecision, SafetyGate
-from ._loading import load_pipeline
+from ._loading import load_loras, load_pipeline
 from ._variants import Variant
 
-__all__ = ["GeneratedImage", "Generator"]
+__all__ = ["GeneratedImage", "Generator", "pick_device", "write_gated_png"]
 
 _SIZE_MULTIPLE = 16
 _MAX_UNKNOWN_PIXELS = 4 * 1024 * 1024
@@ -49,7 +57,7 @@ class GeneratedImage:
         }
 
 
-def _device(requested: str) -> str:
+def pick_device(requested: str) -> str:
     import torch
 
     if requested != "auto":
@@ -88,6 +96,9 @@ class Generator:
         self.name = name
         self.variant = variant
         self.prompt_screen = list(prompt_screen)
+        # ControlNet pipelines and depth models, loaded on first use and kept warm.
+        self._control_pipelines: dict[str, Any] = {}
+        self._depth_estimators: dict[str, Any] = {}
 
     @classmethod
     def load(
@@ -124,7 +135,7 @@ class Generator:
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
         )
-        target = _device(device)
+        target = pick_device(device)
         torch_dtype = {
             "auto": torch.bfloat16 if target == "cuda" else torch.float32,
             "fp32": torch.float32,
@@ -140,17 +151,7 @@ class Generator:
         if vae_tiling:
             pipeline.vae.enable_tiling()
         if loras:
-            names = []
-            for position, (path, _) in enumerate(loras):
-                name = f"lora{position}"
-                try:
-                    pipeline.load_lora_weights(os.fspath(path), adapter_name=name)
-                except (OSError, ValueError) as exc:
-                    raise GenerationError(
-                        f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
-                    ) from exc
-                names.append(name)
-            pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])
+            load_loras(pipeline, loras)
         if compile:
             pipeline.transformer = torch.compile(pipeline.transformer)
         pipeline.set_progress_bar_config(disable=True)
@@ -179,6 +180,59 @@ class Generator:
         mask_image = _load_input_image(mask, width, height).convert("L")
         inpaint = StableDiffusion3InpaintPipeline.from_pipe(self.pipeline)
         return inpaint, {"image": image, "mask_image": mask_image, "strength": strength}
+
+    def _control_pipeline(
+        self,
+        kind: str,
+        control_image: Any,
+        scale: float,
+        model: str | os.PathLike[str] | None,
+        depth_model: str | os.PathLike[str] | None,
+        width: int,
+        height: int,
+    ) -> tuple[Any, dict[str, Any]]:
+        """The ControlNet pipeline sharing this pipeline's components, and its
+        arguments. The control image is screened by the gate's classifier first."""
+        from diffusers import StableDiffusion3ControlNetPipeline
+
+        from ..images import describe_source, load_image
+
+        if kind not in CONTROL_KINDS:
+            raise GenerationError(
+                f"unknown control {kind!r}; use one of {', '.join(CONTROL_KINDS)}"
+            )
+        if control_image is None:
+            raise GenerationError(f"--control {kind} needs a control image")
+        if not scale >= 0.0:
+            raise GenerationError(f"the control scale must be 0 or more, got {scale}")
+        if depth_model is not None and kind != "depth":
+            raise GenerationError("a depth model is only for --control depth")
+        source = os.fspath(model if model is not None else CONTROLNET_REPOS[kind])
+        image = (
+            control_image.convert("RGB")
+            if hasattr(control_image, "convert")
+            else load_image(control_image).frames[0]
+        )
+        self.gate.screen_input(image, describe_source(control_image))
+        estimator = None
+        if depth_model is not None:
+            key = os.fspath(depth_model)
+            if key not in self._depth_estimators:
+                self._depth_estimators[key] = load_depth_estimator(key, self.pipeline.device.type)
+            estimator = self._depth_estimators[key]
+        if source not in self._control_pipelines:
+            controlnet = load_controlnet(source, self.pipeline.transformer.dtype)
+            controlnet.to(self.pipeline.device)
+            control = StableDiffusion3ControlNetPipeline.from_pipe(
+                self.pipeline, controlnet=controlnet
+            )
+            control.set_progress_bar_config(disable=True)
+            self._control_pipelines[source] = control
+        condition = control_condition(kind, image, width, height, estimator)
+        return self._control_pipelines[source], {
+            "control_image": condition,
+            "controlnet_conditioning_scale": float(scale),
+        }
 
     def _check_size(self, width: int, height: int) -> None:
         if width <= 0 or height <= 0 or width % _SIZE_MULTIPLE or height % _SIZE_MULTIPLE:
@@ -212,12 +266,24 @@ class Generator:
         init_image: Any = None,
         strength: float = 0.6,
         mask: Any = None,
+        control: str | None = None,
+        control_image: Any = None,
+        control_scale: float = 1.0,
+        control_model: str | os.PathLike[str] | None = None,
+        depth_model: str | os.PathLike[str] | None = None,
     ) -> list[GeneratedImage]:
         """Generate ``num_images`` images (seeds ``seed``, ``seed+1``, ...), each through
         the gate; with ``retry_blocked`` N, up to N more seeds replace blocked ones.
 
         With ``init_image`` (a path or PIL image) this is img2img at ``strength``;
-        with a ``mask`` as well (white = repaint), inpainting."""
+        with a ``mask`` as well (white = repaint), inpainting.
+
+        With ``control`` (canny, blur or depth) and a ``control_image``, a ControlNet
+        guides the image at ``control_scale`` (0: no guidance). ``control_model`` is a
+        diffusers ControlNet folder or Hub repo (default: Stability's SD3.5 Large one
+        for the kind); for depth, the control image is the depth map, unless
+        ``depth_model`` (a transformers depth-estimation model) computes it. The
+        control image is screened by the safety classifier first."""
         import torch
 
         _screen(prompt, self.prompt_screen)
@@ -237,7 +303,15 @@ class Generator:
         seed = secrets.randbits(31) if seed is None else seed
         extra: dict[str, Any] = {}
         pipeline = self.pipeline
-        if init_image is not None:
+        if control is not None and (init_image is not None or mask is not None):
+            raise GenerationError("ControlNet does not combine with img2img or inpainting")
+        if control is not None:
+            pipeline, extra = self._control_pipeline(
+                control, control_image, control_scale, control_model, depth_model, width, height
+            )
+        elif control_image is not None:
+            raise GenerationError("a control image needs --control canny, blur or depth")
+        elif init_image is not None:
             pipeline, extra = self._image_pipeline(init_image, mask, strength, width, height)
         elif mask is not None:
             raise GenerationError("a mask needs an init image (inpainting)")
@@ -256,18 +330,23 @@ class Generator:
                     on_step(step + 1, steps)
                 return kwargs
 
-            output = pipeline(
-                prompt,
-                negative_prompt=negative_prompt,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                width=width,
-                height=height,
-                generator=torch.Generator("cpu").manual_seed(image_seed),
-                output_type="pil",
-                callback_on_step_end=step_end,
-                **extra,
-            )
+            # The ControlNet pipeline encodes the control image with a VAE sample from
+            # torch's global generator; seeding it keeps "same seed, same image".
+            with torch.random.fork_rng(enabled=control is not None):
+                if control is not None:
+                    torch.manual_seed(image_seed)
+                output = pipeline(
+                    prompt,
+                    negative_prompt=negative_prompt,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    width=width,
+                    height=height,
+                    generator=torch.Generator("cpu").manual_seed(image_seed),
+                    output_type="pil",
+                    callback_on_step_end=step_end,
+                    **extra,
+                )
             decision = self.gate.check([output.images[0]])[0]
             del output  # the ungated image goes no further than the gate
             parameters = (
@@ -277,7 +356,7 @@ class Generator:
             )
             path = None
             if decision.image is not None and output_dir is not None:
-                path = _write_png(decision, parameters, Path(output_dir), image_seed)
+                path = write_gated_png(decision, parameters, Path(output_dir), image_seed)
             results.append(GeneratedImage(image_seed, decision, parameters, path))
             if decision.image is not None:
                 safe += 1
@@ -291,7 +370,7 @@ def _load_input_image(value: Any, width: int, height: int) -> Any:
     return image.resize((width, height))
 
 
-def _write_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
+def write_gated_png(decision: GateDecision, parameters: str, folder: Path, seed: int) -> Path:
     """Atomically write a gated image with A1111-style ``parameters`` and the verdict."""
     assert decision.image is not None
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,7 +378,6 @@ def _write_png(decision: GateDecision, parameters: str, folder: Path, seed: int)
     info.add_text("parameters", parameters)
     info.add_text("pixguard", json.dumps(decision.to_dict()))
     target = folder / f"{seed}-{secrets.token_hex(3)}.png"
-    temporary = folder / f".{target.name}.tmp"
-    decision.image.save(temporary, format="PNG", pnginfo=info)
-    os.replace(temporary, target)
+    with atomic_file(target) as temporary:
+        decision.image.save(temporary, format="PNG", pnginfo=info)
     return target

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import GenerationError
+from .._exceptions import GenerationError, ModelLoadError, UnsafeWeightsError
 from ._variants import VARIANTS, Variant
 
-__all__ = ["LoadedPipeline", "load_pipeline"]
+__all__ = ["LoadedPipeline", "load_loras", "load_pipeline", "safetensors_location"]
 
 _SINGLE_FILE_SUFFIX = ".safetensors"
 _UNSAFE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -89,7 +90,7 @@ def _from_pretrained(source: str, label: str, torch_dtype: Any, extra: dict[str,
             source, torch_dtype=torch_dtype, use_safetensors=True, **extra
         )
     except (OSError, ValueError) as exc:
-        raise GenerationError(f"cannot load the pipeline: {exc}", source=label) from exc
+        raise ModelLoadError(f"cannot load the pipeline: {exc}", source=label) from exc
 
 
 def _null_components(folder: Path) -> dict[str, None]:
@@ -97,7 +98,7 @@ def _null_components(folder: Path) -> dict[str, None]:
     try:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise GenerationError(
+        raise ModelLoadError(
             f"not a diffusers folder: no readable model_index.json ({exc})", source=str(folder)
         ) from exc
     return {
@@ -114,7 +115,7 @@ def _checkpoint_keys(path: Path) -> set[str]:
         with safe_open(os.fspath(path), framework="pt") as handle:
             return set(handle.keys())
     except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise GenerationError(
+        raise ModelLoadError(
             f"not a readable safetensors checkpoint: {exc}", source=str(path)
         ) from exc
 
@@ -149,16 +150,17 @@ def _from_single_file(
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     label = str(path)
-    if path.suffix.lower() != _SINGLE_FILE_SUFFIX:
-        reason = (
-            "pickled checkpoints are never loaded; convert it to safetensors"
-            if path.suffix.lower() in _UNSAFE_SUFFIXES
-            else f"a single-file checkpoint must be {_SINGLE_FILE_SUFFIX}"
+    if path.suffix.lower() in _UNSAFE_SUFFIXES:
+        raise UnsafeWeightsError(
+            "pickled checkpoints are never loaded; convert it to safetensors", source=label
         )
-        raise GenerationError(reason, source=label)
+    if path.suffix.lower() != _SINGLE_FILE_SUFFIX:
+        raise GenerationError(
+            f"a single-file checkpoint must be {_SINGLE_FILE_SUFFIX}", source=label
+        )
     keys = _checkpoint_keys(path)
     if not any(key.startswith(_TRANSFORMER_PREFIX) for key in keys):
-        raise GenerationError(
+        raise ModelLoadError(
             "no SD3 transformer in this file (expected original-format keys "
             f"under {_TRANSFORMER_PREFIX!r})",
             source=label,
@@ -197,7 +199,7 @@ def _from_single_file(
                 config_source, subfolder=component, torch_dtype=torch_dtype, use_safetensors=True
             )
         except (OSError, ValueError) as exc:
-            raise GenerationError(
+            raise ModelLoadError(
                 f"the checkpoint has no {component} and the config cannot provide it: {exc}",
                 source=config_source,
             ) from exc
@@ -210,8 +212,52 @@ def _from_single_file(
             **extra,
         )
     except (OSError, ValueError, KeyError, SingleFileComponentError) as exc:
-        raise GenerationError(
+        raise ModelLoadError(
             f"cannot load the single-file checkpoint: {exc}", source=label
         ) from exc
     # A fine-tune is recorded under its own file name, not the base variant's.
     return LoadedPipeline(pipeline, path.name, spec)
+
+
+def safetensors_location(source: str | os.PathLike[str], what: str) -> tuple[str, str | None]:
+    """Where diffusers should read ``what``'s weights from, as (folder or Hub id,
+    file name or None), refusing anything but safetensors: a local file must be
+    ``.safetensors``, a local folder must hold one. Hub ids pass through; their
+    loads are made with ``use_safetensors=True``, which never falls back to pickle."""
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_file():
+        if path.suffix.lower() != _SINGLE_FILE_SUFFIX:
+            raise UnsafeWeightsError(
+                f"{what} weights must be {_SINGLE_FILE_SUFFIX}; pickled files are never loaded",
+                source=text,
+            )
+        return str(path.parent), path.name
+    if path.is_dir() and not any(path.rglob(f"*{_SINGLE_FILE_SUFFIX}")):
+        pickled = [p.name for p in path.rglob("*") if p.suffix.lower() in _UNSAFE_SUFFIXES]
+        reason = (
+            f"only pickled weights ({', '.join(sorted(pickled))}), which are never loaded"
+            if pickled
+            else f"no {_SINGLE_FILE_SUFFIX} weights"
+        )
+        raise UnsafeWeightsError(f"the {what} folder holds {reason}", source=text)
+    return text, None
+
+
+def load_loras(pipeline: Any, loras: Sequence[tuple[str | os.PathLike[str], float]]) -> None:
+    """Load LoRA adapters (diffusers/PEFT format, safetensors only), active together,
+    each at its own weight."""
+    names = []
+    for position, (path, _) in enumerate(loras):
+        name = f"lora{position}"
+        location, weight_name = safetensors_location(path, "LoRA")
+        try:
+            pipeline.load_lora_weights(
+                location, weight_name=weight_name, adapter_name=name, use_safetensors=True
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
+            ) from exc
+        names.append(name)
+    pipeline.set_adapters(names, adapter_weights=[float(weight) for _, weight in loras])

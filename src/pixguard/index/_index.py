@@ -15,12 +15,15 @@ import numpy as np
 
 from .._exceptions import (
     ImageError,
+    ImageNotFoundError,
+    ImageUnreadableError,
     IndexEntryNotFoundError,
     IndexModelMismatchError,
     IndexStoreError,
+    InferenceError,
     PixguardError,
 )
-from .._files import file_sha256
+from .._files import atomic_file, file_sha256
 from ..classify import Classifier, Prediction
 from ..images import ImageInput, describe_source
 from ._store import Entry, MetadataStore, NewEntry
@@ -110,6 +113,13 @@ def _sha256_of(source: ImageInput) -> str | None:
     if isinstance(source, bytes | bytearray | memoryview):
         return hashlib.sha256(source).hexdigest()
     return None
+
+
+def _unreadable(source: str, exc: OSError) -> ImageError:
+    """The image error for a file that cannot be read (to hash it)."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageNotFoundError("no such file", source=source)
+    return ImageUnreadableError(f"cannot read the file ({exc.strerror or exc})", source=source)
 
 
 class Index:
@@ -293,7 +303,7 @@ class Index:
         on_result: Callable[[Prediction], None] | None = None,
     ) -> AddReport:
         """Embed and add images; bytes already in the index are not embedded again."""
-        self._bind(classifier.name, classifier.embedding_dim or 0)
+        self._bind(classifier.name, classifier.embedding_dim)
         report = AddReport()
         hashes = [_sha256_of(source) for source in sources]
         known = self._store.existing_hashes(h for h in hashes if h)
@@ -311,8 +321,18 @@ class Index:
             for (_, digest), prediction in zip(chunk, predictions, strict=True):
                 if on_result is not None:
                     on_result(prediction)
-                if not prediction.ok or prediction.embedding is None:
-                    report.failed.append((prediction.source, prediction.error))  # type: ignore[arg-type]
+                if prediction.error is not None:
+                    report.failed.append((prediction.source, prediction.error))
+                    continue
+                if prediction.embedding is None:
+                    report.failed.append(
+                        (
+                            prediction.source,
+                            InferenceError(
+                                "the model gave no embedding to index", source=prediction.source
+                            ),
+                        )
+                    )
                     continue
                 digest = digest or hashlib.sha256(prediction.embedding.tobytes()).hexdigest()
                 entries.append(
@@ -351,16 +371,10 @@ class Index:
             source = str(record.get("path"))
             if record.get("error") or not np.isfinite(vector).all():
                 continue
-            digest = _sha256_of(source)
-            if digest is None:
-                report.failed.append(
-                    (
-                        source,
-                        IndexEntryNotFoundError(
-                            "the image file cannot be read to hash it", source=source
-                        ),
-                    )
-                )
+            try:
+                digest = file_sha256(source)
+            except OSError as exc:
+                report.failed.append((source, _unreadable(source, exc)))
                 continue
             entries.append(
                 NewEntry(
@@ -399,7 +413,7 @@ class Index:
         if classifier is None:
             raise IndexStoreError("searching by image needs a classifier to embed it")
         if self.model is not None:
-            self._bind(classifier.name, classifier.embedding_dim or 0)
+            self._bind(classifier.name, classifier.embedding_dim)
         prediction = classifier.classify(query)
         assert prediction.embedding is not None
         return prediction.embedding
@@ -474,7 +488,9 @@ class Index:
         first = predictions[usable[0]]
         assert first.embedding is not None
         self._bind(first.model, int(first.embedding.shape[0]))  # checks, never binds here
-        vectors = np.stack([predictions[i].embedding for i in usable])  # type: ignore[misc]
+        vectors = np.stack(
+            [p.embedding for i in usable if (p := predictions[i]).embedding is not None]
+        )
         for position, hits in zip(usable, self.search_vectors(vectors, k=1), strict=True):
             results[position] = BankMatch(hits[0] if hits else None, threshold)
         return results
@@ -632,8 +648,6 @@ def _contact_sheet(entries: list[Entry], path: Path) -> Path | None:
         x, y = (position % columns) * (_THUMB + 8) + 4, (position // columns) * (_THUMB + 24) + 4
         sheet.paste(thumb, (x + (_THUMB - thumb.width) // 2, y + (_THUMB - thumb.height) // 2))
         draw.text((x, y + _THUMB + 4), f"#{entry.id} {entry.label or ''}", fill=(230, 230, 230))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    sheet.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_file(path) as temporary:
+        sheet.save(temporary, format="PNG")
     return path

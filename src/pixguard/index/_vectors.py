@@ -8,12 +8,13 @@ to catch up from the database.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from .._files import atomic_file
 
 __all__ = ["INDEX_KINDS", "VectorIndex", "auto_kind"]
 
@@ -97,11 +98,8 @@ class VectorIndex:
         """Write atomically as ``vectors-<owner>-<watermark>.faiss``; ``owner`` is the
         database's own id, so a file never pairs with another database."""
         target = folder / f"vectors-{owner}-{watermark}.faiss"
-        temporary = folder / f".{target.name}.tmp"
-        faiss.write_index(self.index, str(temporary))
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        with atomic_file(target) as temporary:
+            faiss.write_index(self.index, str(temporary))
         for old in folder.glob("vectors-*.faiss"):
             if old != target:
                 old.unlink(missing_ok=True)

@@ -2,23 +2,29 @@
 
 torch (timm eager, TorchScript), onnxruntime and OpenVINO, in fp32, bf16 or int8,
 chosen explicitly or by ``auto`` behind the parity gate.
+
+Modules: ``_artifacts`` (where the weights are, TorchScript trust), ``_cache`` (the
+conversion cache), ``_dispatch`` (open one runtime), ``_parity`` (the gate),
+``_verdicts`` (cached and re-checked verdicts), ``_auto`` (``load_runtime``).
 """
 
 from typing import TYPE_CHECKING, Any
 
+from ._artifacts import ARTIFACT_FILES, ModelArtifacts, record_trusted_torchscript
+from ._auto import AUTO_ORDER, LoadedRuntime, load_runtime
 from ._base import Runtime, RuntimeOutput
-from ._loaders import (
-    ARTIFACT_FILES,
-    AUTO_ORDER,
-    PRECISIONS,
-    RUNTIMES,
-    LoadedRuntime,
-    ModelArtifacts,
-    load_runtime,
-    open_runtime,
-    register_loader,
+from ._cache import cache_root
+from ._capabilities import bf16_supported, cpu_precisions
+from ._dispatch import PRECISIONS, RUNTIMES, open_runtime, register_loader
+from ._parity import (
+    PARITY_TOLERANCE,
+    ParityReference,
+    ParityReport,
+    check_parity,
+    compare_with_reference,
+    parity_images,
+    parity_reference,
 )
-from ._parity import PARITY_TOLERANCE, ParityReport, check_parity, parity_images
 
 if TYPE_CHECKING:
     from ._onnx import OnnxRuntime
@@ -35,15 +41,22 @@ __all__ = [
     "ModelArtifacts",
     "OnnxRuntime",
     "OpenVinoRuntime",
+    "ParityReference",
     "ParityReport",
     "Runtime",
     "RuntimeOutput",
     "TimmRuntime",
     "TorchScriptRuntime",
+    "bf16_supported",
+    "cache_root",
     "check_parity",
+    "compare_with_reference",
+    "cpu_precisions",
     "load_runtime",
     "open_runtime",
     "parity_images",
+    "parity_reference",
+    "record_trusted_torchscript",
     "register_loader",
 ]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .._files import atomic_folder
 
 __all__ = ["cache_root", "cached_artifact", "read_json"]
 
@@ -32,17 +32,8 @@ def cached_artifact(key: str, build: Callable[[Path], None]) -> Path:
     target = cache_root() / key
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_folder(target) as scratch:
         build(scratch)
-        try:
-            scratch.rename(target)
-        except OSError:
-            if not target.is_dir():  # not a concurrent builder winning the race
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 

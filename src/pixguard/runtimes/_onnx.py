@@ -19,9 +19,18 @@ class OnnxRuntime:
     """Runs a graph whose first two outputs are (probabilities, embedding)."""
 
     kind = "onnxruntime"
-    precision = "fp32"
 
-    def __init__(self, model: Path | bytes, spec: ModelSpec, *, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Path | bytes,
+        spec: ModelSpec,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+    ) -> None:
+        # The graph itself holds the precision (an int8 export is quantised); this
+        # names it for predictions and reports.
+        self.precision = precision
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

@@ -140,8 +140,10 @@ class TimmRuntime:
 class TorchScriptRuntime:
     """An exported TorchScript graph (``pixguard export --format torchscript``).
 
-    TorchScript archives are read by torch's C++ deserializer, which restores only
-    tensors and TorchScript code, never arbitrary Python objects.
+    A TorchScript archive is a program: loading it runs code the archive defines
+    (PyTorch's security guidance treats it as untrusted code, like pickle). The
+    loaders open one only when this machine's ``pixguard export`` wrote it, or when
+    the caller passes ``trust_torchscript=True`` (``--trust-torchscript``).
     """
 
     kind = "torch"

@@ -1,8 +1,9 @@
 """Custom policies: fine-tune, evaluate and calibrate on your own labelled images."""
 
+from ._config import FinetuneConfig
 from ._data import Dataset, Sample, load_dataset
 from ._evaluate import calibrate, evaluate
-from ._finetune import FinetuneConfig, FinetuneResult, finetune
+from ._finetune import FinetuneResult, finetune
 
 __all__ = [
     "Dataset",

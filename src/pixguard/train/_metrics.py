@@ -6,19 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn import metrics
 
 __all__ = ["operating_point", "pr_curve", "report", "roc_auc", "roc_curve", "save_curves"]
 
 TABLE_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 
 
-def _counts(truth: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
-    predicted = scores >= threshold
-    tp = int(np.sum(predicted & truth))
-    fp = int(np.sum(predicted & ~truth))
-    fn = int(np.sum(~predicted & truth))
-    tn = int(np.sum(~predicted & ~truth))
-    return tp, fp, fn, tn
+def _confusion(
+    truth: np.ndarray, scores: np.ndarray, threshold: float
+) -> tuple[int, int, int, int]:
+    """(tn, fp, fn, tp) of the NSFW decision ``score >= threshold``."""
+    matrix = metrics.confusion_matrix(truth, scores >= threshold, labels=[False, True])
+    tn, fp, fn, tp = (int(v) for v in matrix.ravel())
+    return tn, fp, fn, tp
 
 
 def _ratio(a: float, b: float) -> float:
@@ -26,7 +27,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def operating_point(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    tp, fp, fn, tn = _counts(truth, scores, threshold)
+    tn, fp, fn, tp = _confusion(truth, scores, threshold)
     return {
         "threshold": float(threshold),
         "precision": _ratio(tp, tp + fp),
@@ -36,44 +37,25 @@ def operating_point(truth: np.ndarray, scores: np.ndarray, threshold: float) -> 
 
 
 def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve as the Mann-Whitney statistic (ties count half)."""
-    positives, negatives = scores[truth], scores[~truth]
-    if not len(positives) or not len(negatives):
+    """Area under the ROC curve; ``None`` when only one class is present."""
+    if truth.all() or not truth.any():
         return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    start = 0
-    for end in range(1, len(scores) + 1):
-        if end == len(scores) or sorted_scores[end] != sorted_scores[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2.0
-            start = end
-    rank_sum = ranks[truth].sum()
-    return float(
-        (rank_sum - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives))
-    )
+    return float(metrics.roc_auc_score(truth, scores))
 
 
 def pr_curve(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds) at every distinct score, highest first."""
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, sorted_truth = scores[order], truth[order]
-    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-    tps = np.cumsum(sorted_truth)[distinct]
-    fps = (distinct + 1) - tps
-    precision = tps / np.maximum(tps + fps, 1)
-    recall = tps / max(int(truth.sum()), 1)
-    return precision, recall, sorted_scores[distinct]
+    """(precision, recall, thresholds) at every distinct score, highest threshold first.
+
+    scikit-learn's curve, without its closing (precision 1, recall 0) point."""
+    precision, recall, thresholds = metrics.precision_recall_curve(
+        truth, scores, drop_intermediate=False
+    )
+    return precision[:-1][::-1], recall[:-1][::-1], thresholds[::-1]
 
 
 def roc_curve(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, sorted_truth = scores[order], truth[order]
-    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-    tps = np.cumsum(sorted_truth)[distinct]
-    fps = (distinct + 1) - tps
-    tpr = np.r_[0.0, tps / max(int(truth.sum()), 1)]
-    fpr = np.r_[0.0, fps / max(int((~truth).sum()), 1)]
+    """(false positive rate, true positive rate), from (0, 0)."""
+    fpr, tpr, _ = metrics.roc_curve(truth, scores, drop_intermediate=False)
     return fpr, tpr
 
 
@@ -84,21 +66,26 @@ def report(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str,
     scores = np.asarray(scores, dtype=np.float64)
     if not len(truth):
         raise ValueError("no scored samples to report on")
-    tp, fp, fn, tn = _counts(truth, scores, threshold)
+    predicted = scores >= threshold
+    tn, fp, fn, tp = _confusion(truth, scores, threshold)
+    # Class order: sfw (False), nsfw (True).
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        truth, predicted, labels=[False, True], zero_division=0
+    )
 
-    def per_class(hit: int, false_alarm: int, miss: int, support: int) -> dict[str, float]:
-        precision, recall = _ratio(hit, hit + false_alarm), _ratio(hit, hit + miss)
-        f1 = _ratio(2 * precision * recall, precision + recall)
-        return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    def per_class(index: int) -> dict[str, float]:
+        return {
+            "precision": float(precision[index]),
+            "recall": float(recall[index]),
+            "f1": float(f1[index]),
+            "support": int(support[index]),
+        }
 
     return {
         "samples": len(truth),
         "threshold": float(threshold),
-        "accuracy": _ratio(tp + tn, len(truth)),
-        "classes": {
-            "nsfw": per_class(tp, fp, fn, int(truth.sum())),
-            "sfw": per_class(tn, fn, fp, int((~truth).sum())),
-        },
+        "accuracy": float(metrics.accuracy_score(truth, predicted)),
+        "classes": {"nsfw": per_class(1), "sfw": per_class(0)},
         "roc_auc": roc_auc(truth, scores),
         "confusion_matrix": {
             "labels": ["sfw", "nsfw"],

@@ -1,0 +1,16 @@
+"""LoRA training for Stable Diffusion 3.5, with pixguard's safety screening on the
+training images and its gate on the validation images."""
+
+from ._data import CaptionedImage, ScreeningReport, load_captioned_images, screen_images
+from ._train import LORA_WEIGHTS, LoraTrainConfig, LoraTrainResult, train_lora
+
+__all__ = [
+    "LORA_WEIGHTS",
+    "CaptionedImage",
+    "LoraTrainConfig",
+    "LoraTrainResult",
+    "ScreeningReport",
+    "load_captioned_images",
+    "screen_images",
+    "train_lora",
+]
