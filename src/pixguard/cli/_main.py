@@ -171,7 +171,7 @@ def classify(
         str | None, typer.Option(help="fp32, bf16 or int8 (default: fp32, or auto's choice).")
     ] = None,
     bank: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help="A known-bad index: report each image's nearest entry and flag matches."),
     ] = None,
     bank_threshold: Annotated[

@@ -52,7 +52,9 @@ def serve_command(
     auth: Annotated[
         str | None, typer.Option(help="auto (keys required off loopback), on or off.")
     ] = None,
-    index: Annotated[Path | None, typer.Option(help="Serve /v1/index/* over this index.")] = None,
+    index: Annotated[
+        str | None, typer.Option(help="Serve /v1/index/* over this index (folder or milvus: URI).")
+    ] = None,
     generate_variant: Annotated[
         str | None,
         typer.Option(
@@ -66,7 +68,7 @@ def serve_command(
         ),
     ] = None,
     bank: Annotated[
-        Path | None, typer.Option(help="Check every image against this known-bad bank.")
+        str | None, typer.Option(help="Check every image against this known-bad bank.")
     ] = None,
     policy: Annotated[
         Path | None,

@@ -47,8 +47,9 @@ class ServeSettings(BaseSettings):
     rate_limit_per_minute: int = Field(600, ge=1, description="Requests per API key per minute.")
     data_dir: Path = Field(Path("pixguard-data"), description="keys.db and audit.db live here.")
     store_images: bool = Field(False, description="Keep image bytes in the audit log.")
-    index: Path | None = Field(None, description="An index for /v1/index/search and /v1/index/add.")
-    bank: Path | None = Field(None, description="A known-bad bank checked on every classify.")
+    # str, not Path: an index may be a folder or a Milvus URI (milvus://HOST:PORT/COLLECTION).
+    index: str | None = Field(None, description="An index for /v1/index/search and /v1/index/add.")
+    bank: str | None = Field(None, description="A known-bad bank checked on every classify.")
     generate_variant: str | None = Field(
         None,
         description="Serve /v1/generate with this SD3.5 variant, diffusers folder or single-file checkpoint.",
