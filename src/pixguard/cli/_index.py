@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -16,7 +15,7 @@ from .._exceptions import PixguardError
 from ..classify import Classifier
 from ..index import INDEX_KINDS, Index
 from ..models import DEFAULT_MODEL
-from ._common import EXIT_SOME_INPUTS_FAILED, fail, progress_bar, stderr
+from ._common import EXIT_SOME_INPUTS_FAILED, fail, print_table, progress_bar, stderr
 from ._inputs import expand_paths
 
 __all__ = ["index_app"]
@@ -47,7 +46,7 @@ def _emit(rows: Any, output_format: str, render: Any) -> None:
     if output_format == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output_format == "table":
-        Console().print(render(rows))
+        print_table(render(rows))
     else:
         raise typer.BadParameter("must be table or json", param_hint="--format")
 

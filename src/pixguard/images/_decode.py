@@ -217,6 +217,10 @@ def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise ImageNotFoundError(
+                "is a dangling symbolic link (its target does not exist)", source=name
+            ) from exc
         raise ImageNotFoundError("no such file", source=name) from exc
     except OSError as exc:
         raise ImageUnreadableError(f"cannot access the file ({exc.strerror})", source=name) from exc
