@@ -13,13 +13,16 @@ __all__ = ["expand_paths"]
 def expand_paths(paths: Iterable[Path], *, recursive: bool) -> list[Path]:
     """Files named directly are kept as given (missing ones report their own error);
     folders contribute their image files, sorted, descending into sub-folders only
-    with ``recursive``."""
+    with ``recursive``. Anything in a folder with an image suffix that is not a
+    folder is kept, so a dangling link or a FIFO is reported, not skipped."""
     expanded: list[Path] = []
     for path in paths:
         if path.is_dir():
             candidates = path.rglob("*") if recursive else path.iterdir()
             expanded.extend(
-                sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                sorted(
+                    p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
+                )
             )
         else:
             expanded.append(path)

@@ -31,6 +31,7 @@ from ._common import (
     EXIT_USAGE,
     ModelOption,
     fail,
+    print_table,
     progress_bar,
     stderr,
 )
@@ -128,7 +129,7 @@ def models(
             str(row["embedding_dim"]),
             f"[{colour}]{status}[/]",
         )
-    Console().print(table)
+    print_table(table)
 
 
 @app.command()

@@ -4,7 +4,9 @@ pixguard's error codes."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from .._exceptions import ImageError, PixguardError
 
@@ -20,6 +22,15 @@ _STATUS = {
     "review_item_not_found": 404,
     "review_conflict": 409,
     "review_invalid": 422,
+    "image_unsupported_format": 415,
+}
+
+# Starlette's own errors (unknown route, wrong method, bad multipart) -> stable codes.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
 }
 
 
@@ -58,6 +69,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return error_response(request, 422, "invalid_request", problems or "invalid request")
 
     @app.exception_handler(PixguardError)
     async def pixguard_error(request: Request, exc: PixguardError) -> JSONResponse:

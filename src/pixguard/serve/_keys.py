@@ -15,6 +15,8 @@ from .._sqlite import connect
 __all__ = ["ApiKey", "KeyStore", "Role"]
 
 _PREFIX = "pgk"
+#: Key ids are SQLite integers (at most 2**63 - 1); 18 digits always fit.
+_MAX_ID_DIGITS = 18
 
 
 class Role(StrEnum):
@@ -76,7 +78,9 @@ class KeyStore:
     def verify(self, token: str) -> ApiKey | None:
         prefix, _, rest = token.partition("_")
         key_id, _, secret = rest.partition("_")
-        if prefix != _PREFIX or not key_id.isdigit() or not secret:
+        # isdigit() alone accepts non-ASCII digits such as "²", which int() refuses.
+        well_formed = key_id.isascii() and key_id.isdigit() and len(key_id) <= _MAX_ID_DIGITS
+        if prefix != _PREFIX or not well_formed or not secret:
             return None
         row = self._db.execute(
             "SELECT id, name, digest, created, revoked, role FROM keys WHERE id = ?",

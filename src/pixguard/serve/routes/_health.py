@@ -25,7 +25,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     service = getattr(request.app.state, "service", None)
-    ready = bool(service and service.ready)
+    ready = bool(service and service.healthy)
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 

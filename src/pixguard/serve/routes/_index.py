@@ -48,7 +48,7 @@ async def index_search(
 
     return {
         "request_id": request.state.request_id,
-        "hits": await asyncio.get_running_loop().run_in_executor(None, search),
+        "hits": await asyncio.get_running_loop().run_in_executor(service.store_pool, search),
     }
 
 
@@ -70,5 +70,5 @@ async def index_add(
 
     return {
         "request_id": request.state.request_id,
-        **await asyncio.get_running_loop().run_in_executor(None, add),
+        **await asyncio.get_running_loop().run_in_executor(service.store_pool, add),
     }

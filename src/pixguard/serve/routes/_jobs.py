@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -23,6 +22,9 @@ from .._state import Service, ServiceState
 __all__ = ["GenerateRequest", "router"]
 
 router = APIRouter(prefix="/v1")
+
+#: An event stream re-checks its job at least this often, even with no change.
+EVENT_RECHECK_S = 15.0
 
 
 class GenerateRequest(BaseModel):
@@ -121,7 +123,8 @@ async def job_status(job_id: str, service: Service, caller: Caller) -> dict[str,
 @router.delete("/jobs/{job_id}")
 async def job_cancel(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
     job = _jobs(service).cancel(_job(service, job_id, caller).id)
-    assert job is not None  # _job found it, and jobs are not removed while running
+    if job is None:  # evicted in between
+        raise ServiceError(404, "job_not_found", f"no job {job_id}")
     return job.to_dict()
 
 
@@ -132,14 +135,13 @@ async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
 
     async def stream() -> AsyncIterator[bytes]:
         seen = -1
-        loop = asyncio.get_running_loop()
         while True:
             if job.version != seen:
                 seen = job.version
                 yield f"data: {json.dumps(job.to_dict())}\n\n".encode()
                 if job.status in TERMINAL:
                     return
-            await loop.run_in_executor(None, jobs.wait_change, job, seen, 1.0)
+            await jobs.changed(job, seen, EVENT_RECHECK_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 
