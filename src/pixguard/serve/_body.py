@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.datastructures import UploadFile
 
 from ._errors import ServiceError
 from ._state import ServiceState
@@ -43,7 +44,7 @@ async def read_images(request: Request, service: ServiceState) -> list[tuple[str
         files = [
             (value.filename or key, await value.read())
             for key, value in form.multi_items()
-            if hasattr(value, "read")
+            if isinstance(value, UploadFile)
         ]
         if not files:
             raise ServiceError(422, "image_empty", "the form holds no files")
