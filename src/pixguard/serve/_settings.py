@@ -15,11 +15,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .._files import MIB
 from ..models import DEFAULT_MODEL
 
 __all__ = ["ServeSettings"]
-
-MIB = 1024 * 1024
 
 
 class ServeSettings(BaseSettings):
