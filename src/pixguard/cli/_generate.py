@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -61,7 +61,8 @@ def generate_command(
         float | None, typer.Option(help="Default: the safety model's threshold.")
     ] = None,
     safety_action: Annotated[
-        str, typer.Option(help="block, blur, or allow-flagged (an explicit, logged opt-out).")
+        Literal["block", "blur", "allow-flagged"],
+        typer.Option(help="block, blur, or allow-flagged (an explicit, logged opt-out)."),
     ] = "block",
     retry_blocked: Annotated[
         int, typer.Option(min=0, help="Extra seeds to try in place of blocked images.")
@@ -131,7 +132,7 @@ def generate_command(
             config=config,
             safety_model=safety_model,
             safety_threshold=safety_threshold,
-            safety_action=safety_action,  # type: ignore[arg-type]
+            safety_action=safety_action,
             device=device,
             dtype=dtype,
             drop_t5=drop_t5,

@@ -8,7 +8,7 @@ import sys
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from PIL import Image
@@ -95,7 +95,7 @@ def models(
     """List the model registry and whether each model can load on this machine."""
     if output_format not in ("table", "json"):
         raise typer.BadParameter("must be table or json", param_hint="--format")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in list_models():
         channels, height, width = spec.preprocessing.input_size
         rows.append(

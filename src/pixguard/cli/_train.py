@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -48,7 +48,8 @@ def finetune_command(
         str, typer.Option(help="Base model: registered name, folder or hf-hub:owner/repo.")
     ] = DEFAULT_MODEL,
     mode: Annotated[
-        str, typer.Option(help="linear (frozen backbone, cached embeddings) or full.")
+        Literal["linear", "full"],
+        typer.Option(help="linear (frozen backbone, cached embeddings) or full."),
     ] = "linear",
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path(
         "finetuned"
@@ -80,7 +81,9 @@ def finetune_command(
         int,
         typer.Option(min=1, help="Stop after this many epochs without a better validation score."),
     ] = 3,
-    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 (autocast).")] = "auto",
+    precision: Annotated[
+        Literal["auto", "fp32", "bf16"], typer.Option(help="auto, fp32 or bf16 (autocast).")
+    ] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
     threshold: Annotated[
         float, typer.Option(help="Threshold written into the model (calibrate it later).")
@@ -100,7 +103,7 @@ def finetune_command(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
-            weight_decay=weight_decay,  # type: ignore[arg-type]
+            weight_decay=weight_decay,
             warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing,
             grad_accumulation=grad_accumulation,
@@ -109,7 +112,7 @@ def finetune_command(
             val_fraction=val_fraction,
             seed=seed,
             precision=precision,
-            threshold=threshold,  # type: ignore[arg-type]
+            threshold=threshold,
         )
     except PixguardError as exc:
         raise fail(exc) from None

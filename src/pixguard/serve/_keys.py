@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -72,7 +73,9 @@ class KeyStore:
             "INSERT INTO keys (name, digest, created, role) VALUES (?, ?, ?, ?)",
             (name, _digest(secret), now, role),
         )
-        key_id = int(cursor.lastrowid)
+        key_id = cursor.lastrowid
+        if key_id is None:  # sqlite3 sets it after every INSERT that stores a row
+            raise sqlite3.DatabaseError("the key was not stored")
         return ApiKey(key_id, name, now, False, role), f"{_PREFIX}_{key_id}_{secret}"
 
     def verify(self, token: str) -> ApiKey | None:

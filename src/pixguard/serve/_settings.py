@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -17,7 +18,7 @@ from pydantic_settings import (
 from .._files import MIB, default_data_dir
 from ..models import DEFAULT_MODEL
 
-__all__ = ["ServeSettings", "default_data_dir"]
+__all__ = ["ServeSettings"]
 
 
 class ServeSettings(BaseSettings):
@@ -127,7 +128,11 @@ class ServeSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = init_settings.init_kwargs.get("config_file")  # type: ignore[attr-defined]
+        config_file = (
+            init_settings.init_kwargs.get("config_file")
+            if isinstance(init_settings, InitSettingsSource)
+            else None
+        )
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
