@@ -13,7 +13,8 @@ from PIL import Image
 
 from pixguard import Classifier, GenerationError, InputImageRefusedError, UnsafeWeightsError
 from pixguard.generate import Generator
-from tests.helpers import build_tiny_sd3, build_tiny_sd3_controlnet, gradient_image
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import build_tiny_sd3_controlnet, gradient_image
 
 ARGS = {"steps": 2, "width": 32, "height": 32, "guidance": 5.0}
 
@@ -21,7 +22,7 @@ ARGS = {"steps": 2, "width": 32, "height": 32, "guidance": 5.0}
 @pytest.fixture(scope="module")
 def tiny_sd3(tmp_path_factory) -> Path:
     # Two blocks: ControlNet residuals are added to every block but the last one.
-    return build_tiny_sd3(tmp_path_factory.mktemp("sd3"), num_layers=2)
+    return tiny_sd3_pipeline(tmp_path_factory.mktemp("sd3"), num_layers=2)
 
 
 @pytest.fixture(scope="module")

@@ -403,9 +403,9 @@ def test_index_routes(tmp_path, tiny_vit_folder):
 
 
 def test_generation_jobs(tmp_path, tiny_vit_folder):
-    from tests.helpers import build_tiny_sd3
+    from pixguard.testing import tiny_sd3_pipeline
 
-    pipeline = build_tiny_sd3(tmp_path / "sd3")
+    pipeline = tiny_sd3_pipeline(tmp_path / "sd3")
     server = Server(
         tmp_path,
         "--model",
@@ -466,9 +466,10 @@ def test_generation_jobs(tmp_path, tiny_vit_folder):
 
 def test_blocked_generation_keeps_no_image(tmp_path, tiny_vit_folder):
     """Served from a single-file checkpoint, to cover --generate-config too."""
-    from tests.helpers import build_tiny_sd3, save_sd3_single_file, sd3_config_folder
+    from pixguard.testing import tiny_sd3_pipeline
+    from tests.helpers import save_sd3_single_file, sd3_config_folder
 
-    pipeline = build_tiny_sd3(tmp_path / "sd3")
+    pipeline = tiny_sd3_pipeline(tmp_path / "sd3")
     checkpoint = save_sd3_single_file(pipeline, tmp_path / "sd3.safetensors", with_clip_l=False)
     config = sd3_config_folder(pipeline, tmp_path / "config", drop=("transformer", "vae"))
     server = Server(

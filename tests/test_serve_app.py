@@ -18,9 +18,9 @@ def _factory(folder: Path):
 
 
 def test_the_generation_gate_is_built_once(tmp_path, tiny_vit_folder, caplog):
-    from tests.helpers import build_tiny_sd3
+    from pixguard.testing import tiny_sd3_pipeline
 
-    pipeline = build_tiny_sd3(tmp_path / "sd3")
+    pipeline = tiny_sd3_pipeline(tmp_path / "sd3")
     settings = ServeSettings(
         data_dir=tmp_path / "data",
         generate_variant=str(pipeline),

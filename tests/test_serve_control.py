@@ -12,7 +12,8 @@ from PIL import Image
 
 from pixguard import Classifier
 from pixguard.serve import ServeSettings, create_app
-from tests.helpers import build_tiny_sd3, build_tiny_sd3_controlnet, encode, gradient_image
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import build_tiny_sd3_controlnet, encode, gradient_image
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def client(tmp_path_factory, tiny_vit_folder):
     work = tmp_path_factory.mktemp("serve-control")
     settings = ServeSettings(
         data_dir=work / "data",
-        generate_variant=str(build_tiny_sd3(work / "sd3", num_layers=2)),
+        generate_variant=str(tiny_sd3_pipeline(work / "sd3", num_layers=2)),
         generate_control_models={"canny": str(build_tiny_sd3_controlnet(work / "controlnet"))},
         threshold=1.0,  # every output allowed, which the gate takes only with the opt-out
         generate_safety_action="allow-flagged",

@@ -40,10 +40,11 @@ without parsing messages.
     │   ├── PolicyNotFoundError         policy_not_found
     │   ├── PolicyInvalidError          policy_invalid
     │   └── PolicyLabelError            policy_label_unknown
-    └── ReviewError                     review_error
-        ├── ReviewItemNotFoundError     review_item_not_found
-        ├── ReviewConflictError         review_conflict
-        └── ReviewInvalidError          review_invalid
+    ├── ReviewError                     review_error
+    │   ├── ReviewItemNotFoundError     review_item_not_found
+    │   ├── ReviewConflictError         review_conflict
+    │   └── ReviewInvalidError          review_invalid
+    └── ScanError                       scan_invalid
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ __all__ = [
     "ReviewInvalidError",
     "ReviewItemNotFoundError",
     "RuntimeUnavailableError",
+    "ScanError",
     "TooManyPixelsError",
     "TrainingError",
     "TruncatedImageError",
@@ -326,3 +328,9 @@ class ReviewInvalidError(ReviewError):
     """A decision, limit or export target that is not valid."""
 
     code = "review_invalid"
+
+
+class ScanError(PixguardError):
+    """A scan cannot start or resume: bad sources, or an output folder it must not touch."""
+
+    code = "scan_invalid"

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .._exceptions import (
     ImageDecodeError,
@@ -70,6 +71,7 @@ class Classifier:
         self._workers = workers or max(1, min(8, os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
         self._nsfw_indices = list(self.spec.nsfw_indices)
+        self._embedding_dim: int | None = None
 
     @classmethod
     def load(
@@ -114,8 +116,23 @@ class Classifier:
         return self.spec.name
 
     @property
-    def embedding_dim(self) -> int | None:
-        return self.spec.embedding_dim
+    def embedding_dim(self) -> int:
+        """Size of the embedding. Model folders may not record it (``num_features``
+        is optional), so it is then measured once with one forward pass."""
+        if self._embedding_dim is None:
+            self._embedding_dim = self.spec.embedding_dim or self._measure_embedding_dim()
+        return self._embedding_dim
+
+    def _measure_embedding_dim(self) -> int:
+        pp = self.spec.preprocessing
+        probe = preprocess(Image.new("RGB", pp.resize_size), pp)
+        try:
+            output = self.runtime.run(probe[None])
+        except Exception as exc:
+            raise InferenceError(
+                f"the model failed on a probe image: {exc}", source=self.name
+            ) from exc
+        return int(output.embeddings.shape[1])
 
     def close(self) -> None:
         if self._pool is not None:

@@ -13,8 +13,9 @@ __all__ = ["COMMAND_EXAMPLES", "CommandsInUserOrder"]
 COMMAND_EXAMPLES = {
     "classify": "pixguard classify photos/ --model opennsfw",
     "models": "pixguard models",
-    "export": "pixguard export --model opennsfw --format onnx --output exported/opennsfw",
     "index": "pixguard index add photos/ --index my-index --model opennsfw",
+    "review": "pixguard review add uploads/ --policy policy.toml --model opennsfw",
+    "scan": "pixguard scan s3://bucket/uploads --output scan-out/ --model opennsfw",
     "finetune": (
         "pixguard finetune data/ --base marqo-nsfw-384 --nsfw-class nsfw --output my-policy"
     ),
@@ -22,9 +23,11 @@ COMMAND_EXAMPLES = {
     "calibrate": (
         "pixguard calibrate holdout/ --model my-policy --nsfw-class nsfw --target-precision 0.98"
     ),
+    "export": "pixguard export --model opennsfw --format onnx --output exported/opennsfw",
     "serve": "pixguard serve --model opennsfw --port 8000",
     "keys": "pixguard keys create uploader",
     "generate": 'pixguard generate "a lighthouse at dusk" --variant sd3.5-medium --seed 7',
+    "lora": "pixguard lora train captioned/ --variant sd3.5-medium --output my-lora",
 }
 
 

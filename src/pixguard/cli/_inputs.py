@@ -5,26 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["IMAGE_SUFFIXES", "expand_paths"]
+from ..images import IMAGE_SUFFIXES
 
-#: Files picked up when a folder is given. Files named explicitly are always tried.
-IMAGE_SUFFIXES = frozenset(
-    {
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".png",
-        ".apng",
-        ".gif",
-        ".webp",
-        ".bmp",
-        ".tif",
-        ".tiff",
-        ".avif",
-        ".mpo",
-    }
-)
+__all__ = ["expand_paths"]
 
 
 def expand_paths(paths: Iterable[Path], *, recursive: bool) -> list[Path]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -39,6 +41,7 @@ from ._inputs import expand_paths
 from ._lora import lora_app
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
 from ._review import review_app
+from ._scan import scan_command
 from ._serve import keys_app, serve_command
 from ._train import register as register_training
 
@@ -69,6 +72,7 @@ app.command("generate")(generate_command)
 app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
+app.command("scan")(scan_command)
 
 
 @app.callback()
@@ -167,7 +171,7 @@ def classify(
         str | None, typer.Option(help="fp32, bf16 or int8 (default: fp32, or auto's choice).")
     ] = None,
     bank: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help="A known-bad index: report each image's nearest entry and flag matches."),
     ] = None,
     bank_threshold: Annotated[
@@ -336,6 +340,10 @@ def _record(
 
 
 def main() -> None:
+    # The command line is an application, which may choose its warnings (the library
+    # never does): pixguard checks its own pixel limit from the header, so Pillow's
+    # warning at its lower limit is noise on legitimate large photos.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         app()
     except Exception as exc:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ._common import EXIT_USAGE, stderr
+from ._common import EXIT_USAGE, fail, stderr
 
 __all__ = ["keys_app", "serve_command"]
 
@@ -51,7 +52,9 @@ def serve_command(
     auth: Annotated[
         str | None, typer.Option(help="auto (keys required off loopback), on or off.")
     ] = None,
-    index: Annotated[Path | None, typer.Option(help="Serve /v1/index/* over this index.")] = None,
+    index: Annotated[
+        str | None, typer.Option(help="Serve /v1/index/* over this index (folder or milvus: URI).")
+    ] = None,
     generate_variant: Annotated[
         str | None,
         typer.Option(
@@ -65,7 +68,13 @@ def serve_command(
         ),
     ] = None,
     bank: Annotated[
-        Path | None, typer.Option(help="Check every image against this known-bad bank.")
+        str | None, typer.Option(help="Check every image against this known-bad bank.")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="A policy TOML file: every response and audit row gets its action; review goes to the queue."
+        ),
     ] = None,
 ) -> None:
     """Run the HTTP API (FastAPI + uvicorn; OpenAPI at /docs).
@@ -90,6 +99,7 @@ def serve_command(
             "auth": auth,
             "index": index,
             "bank": bank,
+            "policy": policy,
             "generate_variant": generate_variant,
             "generate_config": generate_config,
             "config_file": config,
@@ -101,6 +111,15 @@ def serve_command(
     except ValidationError as exc:
         stderr.print(f"[bold red]error[/] invalid settings: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    if settings.policy is not None:
+        # Refuse a bad policy here, with its code, before the model loads.
+        from .._exceptions import PixguardError
+        from ..policy import Policy
+
+        try:
+            Policy.load(settings.policy)
+        except PixguardError as exc:
+            raise fail(exc) from None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
@@ -114,18 +133,33 @@ def serve_command(
     )
 
 
+class KeyRole(StrEnum):
+    """``serve.Role``'s values, without importing the service to parse options (tested equal)."""
+
+    client = "client"
+    reviewer = "reviewer"
+    admin = "admin"
+
+
 @keys_app.command("create")
 def create_key(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
     data_dir: DataDirOption = Path("pixguard-data"),
+    role: Annotated[
+        KeyRole,
+        typer.Option(
+            case_sensitive=False,
+            help="client: classify, own rows only; reviewer: also the review queue; admin: everything.",
+        ),
+    ] = KeyRole.client,
 ) -> None:
     """Create a key; the token is printed once and never stored."""
     from ..serve import KeyStore
 
     store = KeyStore(data_dir / "keys.db")
-    key, token = store.create(name)
+    key, token = store.create(name, role.value)
     store.close()
-    typer.echo(json.dumps({"id": key.id, "name": key.name, "token": token}))
+    typer.echo(json.dumps({"id": key.id, "name": key.name, "role": key.role.value, "token": token}))
 
 
 @keys_app.command("list")
@@ -136,7 +170,13 @@ def list_keys(data_dir: DataDirOption = Path("pixguard-data")) -> None:
     typer.echo(
         json.dumps(
             [
-                {"id": k.id, "name": k.name, "created": k.created, "revoked": k.revoked}
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "role": k.role.value,
+                    "created": k.created,
+                    "revoked": k.revoked,
+                }
                 for k in store.list()
             ],
             indent=2,

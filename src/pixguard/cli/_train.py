@@ -58,6 +58,12 @@ def finetune_command(
     val: Annotated[
         Path | None, typer.Option(help="A separate validation set (default: a stratified split).")
     ] = None,
+    test: Annotated[
+        Path | None,
+        typer.Option(
+            help="A held-out test set for the reported metrics (default: the validation split, which also stops training early)."
+        ),
+    ] = None,
     val_fraction: Annotated[
         float, typer.Option(help="Share of DATA held out for validation.")
     ] = 0.2,
@@ -134,12 +140,16 @@ def finetune_command(
                 nsfw_classes=nsfw_class,
                 config=config,
                 val=val,
+                test=test,
                 resume=resume,
                 progress=on_progress,
             )
         except PixguardError as exc:
             raise fail(exc) from None
     Console().print(_report_table({**result.metrics, "model": str(output)}))
+    stderr.print(
+        f"metrics on the {result.metrics['metrics_split']} split: {result.metrics['metrics_split_note']}"
+    )
     typer.echo(
         f"wrote {output} (config.json, model.safetensors, metrics.json, train.log, pr_curve.png, roc_curve.png)"
     )

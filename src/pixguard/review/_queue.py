@@ -45,6 +45,9 @@ __all__ = [
 DEFAULT_LEASE_S = 300.0
 DEFAULT_RETENTION_S = 30 * 24 * 3600.0
 MAX_CLAIM = 100
+# A long-running service purges as it goes: at most this often, or a tenth of the
+# retention limit when that is shorter.
+PURGE_INTERVAL_S = 3600.0
 MAX_BULK = 1000
 _SECONDS_PER_DAY = 86400
 
@@ -293,7 +296,15 @@ class ReviewQueue:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._blobs = _Blobs(self.data_dir / "review-images")
-        self.purge()
+        self._purge_every = min(PURGE_INTERVAL_S, retention_s / 10)
+        self._next_purge = 0.0
+        self._maybe_purge()
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_purge:
+            self._next_purge = now + self._purge_every
+            self.purge()
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], **options: Any) -> ReviewQueue:
@@ -330,6 +341,7 @@ class ReviewQueue:
             raise ReviewInvalidError(
                 f"only items routed to review are queued, not {decision.action.value!r}"
             )
+        self._maybe_purge()
         digest = sha256 or hashlib.sha256(data).hexdigest()
         now = time.time()
         self._blobs.put(digest, data)
@@ -378,6 +390,7 @@ class ReviewQueue:
             raise ReviewInvalidError(f"limit must be between 1 and {MAX_CLAIM}, not {limit}")
         if queue not in (ItemState.pending, ItemState.escalated):
             raise ReviewInvalidError(f"there is no {queue!r} queue to claim from")
+        self._maybe_purge()
         now = time.time()
         with transaction(self._db, self._lock) as db:
             rows = db.execute(
@@ -556,9 +569,11 @@ class ReviewQueue:
         decision_id: int | None = None,
         appellant: str,
         note: str | None = None,
+        key_id: int | None = None,
     ) -> DecisionRecord:
         """Send a decided item (by its image's sha256, or a decision id) to the
-        escalation queue again."""
+        escalation queue again. With ``key_id``, only items that key submitted can
+        be appealed (others are not found)."""
         if (sha256 is None) == (decision_id is None):
             raise ReviewInvalidError("an appeal names either a sha256 or a decision id")
         _check_reviewer(appellant)
@@ -570,10 +585,14 @@ class ReviewQueue:
                 if found is None:
                     raise ReviewItemNotFoundError(f"no decision {decision_id}")
                 row = _item_row(db, found[0])
+                if key_id is not None and row["key_id"] != key_id:
+                    raise ReviewItemNotFoundError(f"no decision {decision_id}")
             else:
+                mine = "" if key_id is None else " AND key_id = ?"
                 row = db.execute(
-                    "SELECT * FROM items WHERE sha256 = ? AND state = ? ORDER BY id DESC LIMIT 1",
-                    (sha256, ItemState.decided),
+                    f"SELECT * FROM items WHERE sha256 = ? AND state = ?{mine}"
+                    " ORDER BY id DESC LIMIT 1",
+                    (sha256, ItemState.decided, *(() if key_id is None else (key_id,))),
                 ).fetchone()
                 if row is None:
                     raise ReviewItemNotFoundError(f"no decided item with sha256 {sha256}")

@@ -14,6 +14,7 @@ from ._artifacts import ARTIFACT_FILES, ModelArtifacts, record_trusted_torchscri
 from ._auto import AUTO_ORDER, LoadedRuntime, load_runtime
 from ._base import Runtime, RuntimeOutput
 from ._cache import cache_root
+from ._capabilities import bf16_supported, cpu_precisions
 from ._dispatch import PRECISIONS, RUNTIMES, open_runtime, register_loader
 from ._parity import (
     PARITY_TOLERANCE,
@@ -46,9 +47,11 @@ __all__ = [
     "RuntimeOutput",
     "TimmRuntime",
     "TorchScriptRuntime",
+    "bf16_supported",
     "cache_root",
     "check_parity",
     "compare_with_reference",
+    "cpu_precisions",
     "load_runtime",
     "open_runtime",
     "parity_images",

@@ -17,6 +17,9 @@ _STATUS = {
     "index_model_mismatch": 409,
     "index_entry_not_found": 404,
     "index_error": 409,
+    "review_item_not_found": 404,
+    "review_conflict": 409,
+    "review_invalid": 422,
 }
 
 

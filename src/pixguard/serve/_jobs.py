@@ -32,6 +32,7 @@ class Job:
     results: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str] | None = None
     created: float = field(default_factory=time.time)
+    owner: int | None = None  # the key that submitted it; None for the local operator
     version: int = 0  # bumped on every change, for event streams
     _paths: list[Path | None] = field(default_factory=list, repr=False)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -60,8 +61,8 @@ class JobQueue:
         self._thread = threading.Thread(target=self._loop, name="pixguard-generate", daemon=True)
         self._thread.start()
 
-    def submit(self, params: dict[str, Any]) -> Job:
-        job = Job(uuid.uuid4().hex, params)
+    def submit(self, params: dict[str, Any], *, owner: int | None = None) -> Job:
+        job = Job(uuid.uuid4().hex, params, owner=owner)
         try:
             self._queue.put_nowait(job)
         except queue.Full:

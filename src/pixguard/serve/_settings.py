@@ -47,8 +47,9 @@ class ServeSettings(BaseSettings):
     rate_limit_per_minute: int = Field(600, ge=1, description="Requests per API key per minute.")
     data_dir: Path = Field(Path("pixguard-data"), description="keys.db and audit.db live here.")
     store_images: bool = Field(False, description="Keep image bytes in the audit log.")
-    index: Path | None = Field(None, description="An index for /v1/index/search and /v1/index/add.")
-    bank: Path | None = Field(None, description="A known-bad bank checked on every classify.")
+    # str, not Path: an index may be a folder or a Milvus URI (milvus://HOST:PORT/COLLECTION).
+    index: str | None = Field(None, description="An index for /v1/index/search and /v1/index/add.")
+    bank: str | None = Field(None, description="A known-bad bank checked on every classify.")
     generate_variant: str | None = Field(
         None,
         description="Serve /v1/generate with this SD3.5 variant, diffusers folder or single-file checkpoint.",
@@ -69,6 +70,18 @@ class ServeSettings(BaseSettings):
     generate_queue_size: int = Field(
         8, ge=1, description="Generation jobs waiting; beyond it, 429."
     )
+    policy: Path | None = Field(
+        None,
+        description="A policy TOML file: every response and audit row gets its action; review goes to the queue.",
+    )
+    review_lease_s: float = Field(300.0, gt=0.0, description="How long a reviewer's claim lasts.")
+    review_retention_days: float = Field(
+        30.0, gt=0.0, description="Queued image bytes are deleted after this many days."
+    )
+    review_keep_for_training: bool = Field(
+        True, description="Keep decided images (until retention) for `pixguard review export`."
+    )
+    session_ttl_s: float = Field(8 * 3600.0, gt=0.0, description="Console sign-in lifetime.")
     config_file: Path | None = Field(None, exclude=True)
 
     @classmethod

@@ -21,12 +21,15 @@ from fastapi import Depends, FastAPI, Request
 from ..classify import Classifier
 from ..images import DecodeLimits
 from ..index import Index
+from ..policy import Policy
+from ..review import ReviewQueue
 from ._audit import AuditLog
 from ._batcher import MicroBatcher
 from ._jobs import JobQueue
 from ._keys import KeyStore
 from ._limits import RateLimiter
 from ._metrics import Metrics
+from ._sessions import SessionStore
 from ._settings import ServeSettings
 
 __all__ = ["ClassifierFactory", "Service", "ServiceState", "get_service", "make_lifespan"]
@@ -34,6 +37,10 @@ __all__ = ["ClassifierFactory", "Service", "ServiceState", "get_service", "make_
 logger = logging.getLogger("pixguard.serve")
 
 ClassifierFactory = Callable[[ServeSettings], Classifier]
+
+SECONDS_PER_DAY = 86400
+# Console sign-ins held in memory at once; beyond it the oldest is signed out.
+MAX_SESSIONS = 10_000
 
 
 @dataclass
@@ -46,6 +53,9 @@ class ServiceState:
     metrics: Metrics
     decode_pool: ThreadPoolExecutor
     limiter: RateLimiter
+    sessions: SessionStore
+    review: ReviewQueue
+    policy: Policy | None = None
     index: Index | None = None
     bank: Index | None = None
     index_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -118,9 +128,19 @@ def make_lifespan(
                 max(1, os.cpu_count() or 1), thread_name_prefix="pixguard-decode"
             ),
             limiter=RateLimiter(settings.rate_limit_per_minute),
+            sessions=SessionStore(ttl_s=settings.session_ttl_s, max_sessions=MAX_SESSIONS),
+            review=ReviewQueue(
+                settings.data_dir,
+                lease_s=settings.review_lease_s,
+                retention_s=settings.review_retention_days * SECONDS_PER_DAY,
+                keep_for_training=settings.review_keep_for_training,
+            ),
+            policy=Policy.load(settings.policy) if settings.policy else None,
             index=Index.open(settings.index) if settings.index else None,
             bank=Index.open(settings.bank, create=False) if settings.bank else None,
         )
+        if service.policy is not None:
+            service.policy.check_labels(classifier.name, classifier.spec.label_names)
         if settings.generate_variant:
             service.jobs = await loop.run_in_executor(None, _load_jobs, settings, classifier)
         app.state.service = service
@@ -150,6 +170,7 @@ def make_lifespan(
                     store.close()
             service.keys.close()
             service.audit.close()
+            service.review.close()
             classifier.close()
             logger.info(json.dumps({"event": "stopped", "drained": True}))
 

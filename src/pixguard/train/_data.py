@@ -11,12 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from .._exceptions import DatasetError
+from ..images import IMAGE_SUFFIXES
 
 __all__ = ["Dataset", "Sample", "load_dataset"]
-
-_IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif"}
-)
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ def _from_folder(root: Path) -> list[Sample]:
     samples = []
     for folder in classes:
         files = sorted(
-            p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()
+            p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
         )
         samples.extend(Sample(path, folder.name) for path in files)
     return samples

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from .._auth import Caller
-from .._errors import ServiceError
+from .._auth import Caller, visible_key
 from .._state import Service
 
 __all__ = ["router"]
@@ -21,6 +20,7 @@ async def decisions(
     service: Service,
     caller: Caller,
     label: str | None = None,
+    action: str | None = None,
     key_id: int | None = None,
     sha256: str | None = None,
     since: float | None = None,
@@ -28,13 +28,15 @@ async def decisions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after_id: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """The audit log, oldest first; pass the last ``id`` as ``after_id`` for the next page."""
-    if caller is None and service.settings.auth_required:
-        raise ServiceError(401, "unauthorized", "an API key is required")
+    """The audit log, oldest first; pass the last ``id`` as ``after_id`` for the next page.
+
+    Admins see every key's rows; any other key sees only its own."""
+    key_id = visible_key(caller, key_id)
     rows = await asyncio.get_running_loop().run_in_executor(
         None,
         lambda: service.audit.query(
             label=label,
+            action=action,
             key_id=key_id,
             sha256=sha256,
             since=since,

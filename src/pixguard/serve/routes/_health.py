@@ -30,7 +30,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(service: Service) -> Response:
+async def metrics(service: Service, caller: Caller) -> Response:
+    """Prometheus metrics (behind the same auth as every other route)."""
     service.metrics.queue_depth.set(service.batcher.depth)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from ...index import Index
-from .._auth import Caller
+from .._auth import AdminCaller, Caller
 from .._body import read_images
 from .._errors import ServiceError
 from .._predict import predict
@@ -54,7 +54,7 @@ async def index_search(
 
 @router.post("/add")
 async def index_add(
-    request: Request, service: Service, caller: Caller, tags: str = ""
+    request: Request, service: Service, caller: AdminCaller, tags: str = ""
 ) -> dict[str, Any]:
     index = _index(service)
     images = await read_images(request, service)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from .._auth import Caller
+from .._auth import Caller, Principal
 from .._batcher import QueueFullError
 from .._body import read_body
 from .._errors import ServiceError
@@ -54,9 +54,10 @@ def _jobs(service: ServiceState) -> JobQueue:
     return service.jobs
 
 
-def _job(service: ServiceState, job_id: str) -> Job:
+def _job(service: ServiceState, job_id: str, caller: Principal) -> Job:
     job = _jobs(service).get(job_id)
-    if job is None:
+    # Another key's job is answered as missing: its existence is not theirs to know.
+    if job is None or not caller.owns(job.owner):
         raise ServiceError(404, "job_not_found", f"no job {job_id}")
     return job
 
@@ -106,7 +107,7 @@ async def generate(request: Request, service: Service, caller: Caller) -> dict[s
         )
         raise ServiceError(422, "request_invalid", problems) from None
     try:
-        job = jobs.submit(_generation_params(parsed, service))
+        job = jobs.submit(_generation_params(parsed, service), owner=caller.key_id)
     except QueueFullError as exc:
         raise ServiceError(429, "queue_full", str(exc), {"Retry-After": "5"}) from None
     return {"id": job.id, "status": job.status, "events": f"/v1/jobs/{job.id}/events"}
@@ -114,12 +115,12 @@ async def generate(request: Request, service: Service, caller: Caller) -> dict[s
 
 @router.get("/jobs/{job_id}")
 async def job_status(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
-    return _job(service, job_id).to_dict()
+    return _job(service, job_id, caller).to_dict()
 
 
 @router.delete("/jobs/{job_id}")
 async def job_cancel(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
-    job = _jobs(service).cancel(_job(service, job_id).id)
+    job = _jobs(service).cancel(_job(service, job_id, caller).id)
     assert job is not None  # _job found it, and jobs are not removed while running
     return job.to_dict()
 
@@ -127,7 +128,7 @@ async def job_cancel(job_id: str, service: Service, caller: Caller) -> dict[str,
 @router.get("/jobs/{job_id}/events")
 async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
     """Server-sent events: the job's state at every step, until it ends."""
-    job, jobs = _job(service, job_id), _jobs(service)
+    job, jobs = _job(service, job_id, caller), _jobs(service)
 
     async def stream() -> AsyncIterator[bytes]:
         seen = -1
@@ -145,7 +146,7 @@ async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
 
 @router.get("/jobs/{job_id}/images/{position}")
 async def job_image(job_id: str, position: int, service: Service, caller: Caller) -> Response:
-    _job(service, job_id)
+    _job(service, job_id, caller)
     path = _jobs(service).image_path(job_id, position)
     if path is None:
         raise ServiceError(404, "image_not_found", "no such image (blocked images are never kept)")
