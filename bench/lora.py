@@ -25,22 +25,26 @@ from pathlib import Path
 from _common import machine, publish, table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_setup(work: Path) -> tuple[Path, Path, Path]:
-    """The tests' tiny pipeline and safety model (tests/helpers.py), and four
-    captioned gradient images."""
-    sys.path.insert(0, str(ROOT))
-    from tests.helpers import build_tiny_sd3, build_vit_folder, gradient_image
+def tiny_setup(work: Path) -> tuple[Path, Path]:
+    """The tiny random SD3 pipeline the tests use (pixguard.testing), and four
+    captioned gradient images, two square and two landscape."""
+    import numpy as np
+    from PIL import Image
+
+    from pixguard.testing import tiny_sd3_pipeline
 
     data = work / "data"
     data.mkdir()
+    rng = np.random.default_rng(0)
     for i in range(4):
-        gradient_image(48 if i % 2 else 32, 32, seed=i).rotate(40 * i).save(data / f"{i}.png")
+        width, height = (48 if i % 2 else 32), 32
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        pixels = np.broadcast_to(ramp, (height, width, 3)) + rng.normal(0, 12, (height, width, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(data / f"{i}.png")
         (data / f"{i}.txt").write_text(f"a picture number {i}")
-    safety = build_vit_folder(work / "safety", model_args={"depth": 2, "img_size": 64}, seed=0)
-    return build_tiny_sd3(work / "sd3"), data, safety
+    return tiny_sd3_pipeline(work / "sd3"), data
 
 
 def child(args: argparse.Namespace) -> None:
@@ -50,7 +54,7 @@ def child(args: argparse.Namespace) -> None:
     from pixguard import Classifier
     from pixguard.generate.lora import LoraTrainConfig, train_lora
 
-    safety = Classifier.load(args.safety_model, runtime="torch", threshold=args.safety_threshold)
+    safety = Classifier.load(args.safety_model, threshold=args.safety_threshold)
     output = Path(args.work) / f"out-{args.one}"
     config = LoraTrainConfig(
         rank=args.rank,
@@ -85,8 +89,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", help="registry name or folder (default: tiny random SD3)")
     parser.add_argument("--data", help="captioned images (default: four tiny gradients)")
-    parser.add_argument("--safety-model", help="default: the tests' tiny random ViT")
-    parser.add_argument("--safety-threshold", type=float, default=0.999)
+    parser.add_argument(
+        "--safety-model", default="opennsfw", help="screens the data (default: bundled, offline)"
+    )
+    parser.add_argument("--safety-threshold", type=float)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--resolution", type=int, default=32)
@@ -107,16 +113,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pixguard-bench-lora-"))
     os.environ.setdefault("PIXGUARD_CACHE_DIR", str(work / "cache"))
     if args.variant is None:
-        variant, data, safety = tiny_setup(work)
+        variant, data = tiny_setup(work)
         args.variant, args.data = str(variant), args.data or str(data)
-        args.safety_model = args.safety_model or str(safety)
     precisions = args.precisions.split(",")
     results: dict[str, dict] = {}
     for _ in range(args.rounds):
         for precision in precisions:  # interleaved, so drifting load hits every precision
             command = [sys.executable, __file__, "--one", precision, "--work", str(work)]
             for name in ("variant", "data", "safety_model", "safety_threshold", "steps", "warmup"):
-                command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+                if getattr(args, name) is not None:
+                    command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
             command += ["--resolution", str(args.resolution), "--batch-size", str(args.batch_size)]
             command += ["--rank", str(args.rank)]
             run = subprocess.run(command, capture_output=True, text=True, check=False)
