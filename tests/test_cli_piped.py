@@ -88,3 +88,60 @@ def test_csv_has_the_runtime_column(photos, tiny_vit_folder):
     assert result.exit_code == 0, result.output
     (row,) = list(csv.DictReader(io.StringIO(result.stdout)))
     assert row["runtime"] == "torch/fp32"
+
+
+def test_offline_without_a_model_fails_fast_with_the_hint(photos, hf_cache, monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    with socket_closed_port() as port:
+        # Online as far as huggingface_hub knows, but the Hub does not answer.
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+        started = time.monotonic()
+        result = runner.invoke(app, ["classify", str(photos[0])])
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 2, result.output
+    assert "model_not_cached" in result.output
+    assert "HF_HUB_OFFLINE=1" in result.output.replace("\n", "")
+    assert elapsed < 10
+
+
+def socket_closed_port():
+    """A context giving a loopback port that refuses connections."""
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def closed():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        yield port
+
+    return closed()
+
+
+def test_generate_without_a_cached_variant_names_the_repo_and_the_way_out(
+    hf_cache, tiny_vit_folder
+):
+    result = runner.invoke(
+        app,
+        ["generate", "a cat", "--variant", "sd3.5-medium", "--safety-model", str(tiny_vit_folder)],
+    )
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "[model_not_cached]" in output
+    assert "stabilityai/stable-diffusion-3.5-medium" in output
+    assert "hf auth login" in output
+    assert "--variant FOLDER" in output
+    assert "stack" not in output.lower()
+
+
+def test_generate_without_a_cached_safety_model_names_its_own_option(hf_cache):
+    result = runner.invoke(app, ["generate", "a cat"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "--safety-model" in output
+    assert "`--model" not in output

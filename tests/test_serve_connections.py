@@ -4,59 +4,26 @@ with the protocol and settings ``pixguard serve`` uses."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 
 from pixguard import Classifier
-from pixguard.serve import ServeSettings, create_app
-from pixguard.serve._protocol import bounded_protocol
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from pixguard.serve import ServeSettings
+from tests.serve_live import free_port, live_server
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, tiny_vit_folder):
     settings = ServeSettings(
         data_dir=tmp_path_factory.mktemp("live"),
-        port=_free_port(),
+        port=free_port(),
         header_timeout_s=1.0,
         body_timeout_s=1.0,
         max_connections_per_client=4,
     )
-    app = create_app(
-        settings, classifier_factory=lambda s: Classifier.load(tiny_vit_folder, runtime="torch")
-    )
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        http=bounded_protocol(
-            header_timeout_s=settings.header_timeout_s,
-            max_connections_per_client=settings.max_connections_per_client,
-        ),
-        timeout_keep_alive=settings.keep_alive_s,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
-        limit_concurrency=settings.max_connections,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.05)
-    yield settings.port
-    server.should_exit = True
-    thread.join(timeout=30)
+    with live_server(settings, lambda s: Classifier.load(tiny_vit_folder, runtime="torch")):
+        yield settings.port
 
 
 def _connect(port: int) -> socket.socket:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from .._exceptions import PixguardError
+from .._exceptions import ModelError, PixguardError
 from ..models import DEFAULT_MODEL
 from ._common import EXIT_SOME_INPUTS_FAILED, fail, progress_bar, stderr
 
@@ -165,6 +165,11 @@ def generate_command(
                 control_model=control_model,
                 depth_model=depth_model,
             )
+    except ModelError as exc:
+        # The safety model is chosen here with --safety-model, not --model.
+        if exc.source != variant and "`--model" in exc.message:
+            exc.message = exc.message.replace("`--model", "`--safety-model")
+        raise fail(exc) from None
     except (PixguardError, ValueError) as exc:
         raise fail(exc if isinstance(exc, PixguardError) else PixguardError(str(exc))) from None
     for result in results:

@@ -6,11 +6,19 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from .._exceptions import ImageError, PixguardError
 
-__all__ = ["ServiceError", "error_response", "install_error_handlers", "status_for"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ErrorBody",
+    "ServiceError",
+    "error_response",
+    "install_error_handlers",
+    "status_for",
+]
 
 # pixguard error code -> HTTP status; anything not listed is 422 for images, 500 otherwise.
 _STATUS = {
@@ -31,6 +39,32 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "request_too_large",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (and what the OpenAPI schema promises for each)."""
+
+    code: str
+    message: str
+    request_id: str | None
+
+
+#: The error answers every router documents (replacing FastAPI's own 422 schema).
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad request (a malformed multipart body)"),
+        (401, "Missing or invalid API key"),
+        (404, "Not found"),
+        (408, "The request body was too slow"),
+        (413, "Too large, or too many images"),
+        (415, "Unsupported media type"),
+        (422, "Invalid parameters or image"),
+        (429, "Rate limited or queue full"),
+        (500, "Internal error"),
+        (504, "Timed out"),
+    )
 }
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from .._auth import Caller, visible_key
+from .._errors import ERROR_RESPONSES
 from .._state import Service
 
 __all__ = ["router"]
@@ -15,7 +16,7 @@ __all__ = ["router"]
 #: Ids are SQLite integers: larger values are refused with 422, never sent to SQLite.
 MAX_ID = 2**63 - 1
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
 
 @router.get("/decisions")

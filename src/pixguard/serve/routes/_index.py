@@ -10,13 +10,13 @@ from fastapi import APIRouter, Query, Request
 from ...index import Index
 from .._auth import AdminCaller, Caller
 from .._body import read_images
-from .._errors import ServiceError
+from .._errors import ERROR_RESPONSES, ServiceError
 from .._predict import predict
 from .._state import Service, ServiceState
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/index")
+router = APIRouter(prefix="/v1/index", responses=ERROR_RESPONSES)
 
 
 def _index(service: ServiceState) -> Index:

@@ -15,13 +15,13 @@ from pydantic import BaseModel, Field, ValidationError
 from .._auth import Caller, Principal
 from .._batcher import QueueFullError
 from .._body import read_body
-from .._errors import ServiceError
+from .._errors import ERROR_RESPONSES, ServiceError
 from .._jobs import TERMINAL, Job, JobQueue
 from .._state import Service, ServiceState
 
 __all__ = ["GenerateRequest", "router"]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
 #: An event stream re-checks its job at least this often, even with no change.
 EVENT_RECHECK_S = 15.0
@@ -128,7 +128,10 @@ async def job_cancel(job_id: str, service: Service, caller: Caller) -> dict[str,
     return job.to_dict()
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get(
+    "/jobs/{job_id}/events",
+    responses={200: {"description": "Server-sent events", "content": {"text/event-stream": {}}}},
+)
 async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
     """Server-sent events: the job's state at every step, until it ends."""
     job, jobs = _job(service, job_id, caller), _jobs(service)
@@ -146,7 +149,10 @@ async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-@router.get("/jobs/{job_id}/images/{position}")
+@router.get(
+    "/jobs/{job_id}/images/{position}",
+    responses={200: {"description": "The allowed image", "content": {"image/png": {}}}},
+)
 async def job_image(job_id: str, position: int, service: Service, caller: Caller) -> Response:
     _job(service, job_id, caller)
     path = _jobs(service).image_path(job_id, position)
