@@ -64,6 +64,12 @@ def generate_command(
         Literal["block", "blur", "allow-flagged"],
         typer.Option(help="block, blur, or allow-flagged (an explicit, logged opt-out)."),
     ] = "block",
+    blur_scope: Annotated[
+        Literal["whole", "region"],
+        typer.Option(
+            help="With --safety-action blur: whole, or region (only where the explanation points; whole if that is not enough)."
+        ),
+    ] = "whole",
     retry_blocked: Annotated[
         int, typer.Option(min=0, help="Extra seeds to try in place of blocked images.")
     ] = 0,
@@ -133,6 +139,7 @@ def generate_command(
             safety_model=safety_model,
             safety_threshold=safety_threshold,
             safety_action=safety_action,
+            blur_scope=blur_scope,
             device=device,
             dtype=dtype,
             drop_t5=drop_t5,

@@ -16,6 +16,7 @@ __all__ = ["COMMAND_EXAMPLES", "CommandsInUserOrder"]
 #: missing here is listed after these (the tests ask for an example for each).
 COMMAND_EXAMPLES = {
     "classify": "pixguard classify photos/ --model opennsfw",
+    "redact": "pixguard redact uploads/ --output redacted/ --model opennsfw",
     "models": "pixguard models",
     "index": "pixguard index add photos/ --index my-index --model opennsfw",
     "review": "pixguard review add uploads/ --policy policy.toml --model opennsfw",

@@ -14,12 +14,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from .._exceptions import ImageTooLargeError, TooManyPixelsError
+from .._exceptions import ImageTooLargeError, TooManyPixelsError, VideoTooLargeError
 from ..classify import Prediction, PreparedInput
 from ..images import SUPPORTED_FORMATS
-from ..policy import Action
+from ..policy import Action, block_score, decide_worst
 from ._batcher import QueueFullError
-from ._body import read_images
+from ._body import read_body, read_images
 from ._errors import ServiceError, status_for
 from ._state import ServiceState
 
@@ -117,14 +117,63 @@ async def _predict_admitted(
 
 
 async def decide(
-    request: Request, service: ServiceState, caller: Principal, embedding: bool
+    request: Request,
+    service: ServiceState,
+    caller: Principal,
+    embedding: bool,
+    *,
+    explain: bool = False,
+    stop_at_block: bool = False,
 ) -> JSONResponse:
-    """Classify the uploaded images, audit every decision, answer per image.
+    """Classify the uploaded images (or one ``video/*`` body), audit every
+    decision, answer per input.
 
-    With a policy, each image also gets its action; those routed to ``review`` are
-    queued (bytes and all) before the answer is sent."""
-    images = await read_images(request, service)
-    predictions = await predict(service, images)
+    With ``explain``, each image also gets its ``explanation`` grid (computed on
+    the service's eager explanation model, outside the batcher). With a policy,
+    each input also gets its action (a video's follows its worst segment); those
+    routed to ``review`` are queued (bytes and all) before the answer is sent."""
+    loop = asyncio.get_running_loop()
+    extras: list[dict[str, Any]] | None = None
+    if _content_type(request).startswith("video/"):
+        data = await read_body(request, service.settings.max_video_bytes)
+        if not data:
+            raise ServiceError(422, "image_empty", "the request body is empty")
+        stop_at = None
+        if stop_at_block:
+            stop_at = (
+                block_score(service.policy, service.classifier.name)
+                if service.policy is not None
+                else service.classifier.threshold
+            )
+        video = partial(service.classifier.predict_video, data, stop_at=stop_at)
+        images = [("body", data)]
+        predictions: list[Prediction] = [await loop.run_in_executor(service.decode_pool, video)]
+    else:
+        images = await read_images(request, service)
+        if explain:
+            explained = await loop.run_in_executor(
+                service.decode_pool, service.classifier.explain, [data for _, data in images]
+            )
+            predictions = [item.prediction for item in explained]
+            extras = [{"explanation": item.to_dict()} for item in explained]
+        else:
+            predictions = await predict(service, images)
+    return await _answer(request, service, caller, images, predictions, embedding, extras)
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _answer(
+    request: Request,
+    service: ServiceState,
+    caller: Principal,
+    images: list[tuple[str, bytes]],
+    predictions: list[Prediction],
+    embedding: bool,
+    extras: list[dict[str, Any]] | None,
+) -> JSONResponse:
     request_id = request.state.request_id
     bank = service.bank.match(predictions) if service.bank is not None else None
     rows, audit, to_queue = [], [], []
@@ -137,12 +186,14 @@ async def decide(
             **prediction.to_dict(include_embedding=embedding),
         }
         row.pop("path", None)
+        if extras is not None:
+            row.update(extras[position])
         if bank is not None:
             row.update(bank[position].to_dict())
         verdict = None
         if service.policy is not None:
             matched = bank is not None and bank[position].matched
-            verdict = service.policy.decide(prediction, bank_match=matched)
+            verdict = decide_worst(service.policy, prediction, bank_match=matched)
             row.update(verdict.to_dict())
             if verdict.action is Action.review:
                 to_queue.append((row, name, data, digest, prediction, verdict, matched))
@@ -181,7 +232,8 @@ async def decide(
     await loop.run_in_executor(service.store_pool, service.audit.record, audit)
     if len(predictions) == 1 and predictions[0].error is not None:
         error = predictions[0].error
-        status = 413 if isinstance(error, ImageTooLargeError) else status_for(error)
+        too_large = isinstance(error, ImageTooLargeError | VideoTooLargeError)
+        status = 413 if too_large else status_for(error)
         return JSONResponse(
             {
                 "code": error.code,
