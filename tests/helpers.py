@@ -123,86 +123,31 @@ def gradient_image(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
-def _tokenizer(folder: Path):
-    """A CLIP tokenizer from a small local vocabulary (no download)."""
-    from transformers import CLIPTokenizer
+def build_tiny_sd3_controlnet(folder: Path) -> Path:
+    """A 1-layer SD3ControlNetModel matching the tiny transformer, as a diffusers
+    folder. Its output projections start at zero (ControlNet's zero convolutions);
+    they are drawn at random here so that the control visibly steers the image."""
+    from diffusers import SD3ControlNetModel
 
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
-    for char in [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789"):
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77
-    )
-
-
-def build_tiny_sd3(folder: Path, num_layers: int = 1) -> Path:
-    """1-layer SD3 transformer, tiny VAE and CLIP encoders, no T5: a diffusers folder.
-    (ControlNet residuals reach every block but the last, so ControlNet tests use 2.)"""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(
+    torch.manual_seed(2)
+    controlnet = SD3ControlNetModel(
         sample_size=32,
         patch_size=1,
         in_channels=16,
-        num_layers=num_layers,
+        num_layers=1,
         attention_head_dim=8,
         num_attention_heads=4,
-        caption_projection_dim=32,
         joint_attention_dim=32,
+        caption_projection_dim=32,
         pooled_projection_dim=64,
         out_channels=16,
     )
-    config = CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=2,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        pad_token_id=1,
-        vocab_size=1000,
-        hidden_act="gelu",
-        projection_dim=32,
-    )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
-    tokenizer = _tokenizer(folder / "vocab")
-    pipeline = StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=CLIPTextModelWithProjection(config),
-        tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(config),
-        tokenizer_2=tokenizer,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
-    pipeline.save_pretrained(folder / "pipeline")
-    return folder / "pipeline"
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(("controlnet_blocks", "pos_embed_input")):
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+    controlnet.save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 # The original (Stability AI) single-file layout, written from a diffusers folder,

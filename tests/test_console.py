@@ -25,7 +25,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from pixguard import Classifier
-from tests.helpers import build_tiny_sd3, encode, gradient_image
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import encode, gradient_image
 from tests.test_serve import Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -124,6 +125,8 @@ def console(tmp_path_factory, tiny_vit_folder, photos):
         "on",
         "--policy",
         str(policy),
+        "--index",
+        str(tmp / "index"),
         env={"PIXGUARD_RATE_LIMIT_PER_MINUTE": "100000"},
     )
     flagged = [data for data, score in zip(pool, scores, strict=True) if score >= review_from]
@@ -200,6 +203,19 @@ def test_sign_in_wrong_key_and_sign_out(browser, console):
     page.wait_for_url("**/login")
     page.goto(f"{url}/stats")
     assert page.url.startswith(f"{url}/login")
+
+    # Revoking a key ends its console sessions.
+    data_dir = console["server"].data
+    token = _key(data_dir, "temp", "reviewer")
+    _sign_in(page, url, token, "/review")
+    key_id = token.split("_")[1]
+    subprocess.run(
+        [sys.executable, "-m", "pixguard", "keys", "revoke", key_id, "--data-dir", str(data_dir)],
+        check=True,
+        capture_output=True,
+    )
+    page.goto(f"{url}/review")
+    assert page.url.startswith(f"{url}/login")
     watch.check()
     context.close()
 
@@ -217,6 +233,16 @@ def test_moderate_shows_cards_and_blurs_flagged_images(browser, console, tmp_pat
         target = tmp_path / path.name
         shutil.copy(path, target)
         uploads.append(target)
+    # One of them is already in the index: its card lists it as the most similar item.
+    indexed = httpx.post(
+        f"{url}/v1/index/add",
+        content=flagged_photos[1].read_bytes(),
+        headers={
+            "authorization": f"Bearer {console['tokens']['admin']}",
+            "content-type": "image/png",
+        },
+    )
+    assert indexed.status_code == 200, indexed.text
     page.set_input_files("#files", [str(p) for p in uploads])
     page.wait_for_function("() => document.querySelectorAll('#cards .result').length === 4")
 
@@ -228,6 +254,9 @@ def test_moderate_shows_cards_and_blurs_flagged_images(browser, console, tmp_pat
         assert "review" in card.inner_text()
         assert card.locator("meter").get_attribute("value")
         assert "blurred" in card.locator(".thumb").get_attribute("class")
+    similar = page.locator(f'.result[data-filename="{flagged_photos[1].name}"] .similar li')
+    similar.first.wait_for()
+    assert similar.first.inner_text().startswith("#1 1.0000")
     _shot(page, "moderate")
 
     # Revealed by a click; hidden again with Space on the focused thumbnail.
@@ -317,6 +346,46 @@ def test_two_reviewers_work_the_queue_by_keyboard_and_never_share_an_item(browse
         watch.check()
     for context in contexts:
         context.close()
+
+
+def test_the_grid_decides_several_items_at_once(browser, console):
+    url, tokens = console["server"].url, console["tokens"]
+    results = _classify(console, tokens["client"], console["flagged"][14:18])
+    queued = {f"#{r['review_item_id']}" for r in results}
+    context = _context(browser)
+    page = context.new_page()
+    watch = Watch(page)
+    _sign_in(page, url, tokens["rev2"], "/review")
+    page.wait_for_selector("#item:not([hidden])")
+    page.click("#mode")
+    cards = page.locator("#grid .result")
+    page.wait_for_function("() => document.querySelectorAll('#grid .result').length === 4")
+    ids = {text.split(" ")[0] for text in cards.locator("p:not(.hint)").all_inner_texts()}
+    assert ids == queued
+    assert cards.locator(".thumb.blurred").count() == 4
+    _shot(page, "review-grid")
+
+    page.check("#grid .result:nth-child(1) .select")
+    page.check("#grid .result:nth-child(2) .select")
+    page.click("#grid-remove")
+    page.wait_for_function("() => document.querySelectorAll('#grid .result').length === 2")
+    for _ in range(2):
+        thumb = page.locator("#grid .result .thumb").first
+        thumb.focus()
+        page.keyboard.press("Space")
+        assert "blurred" not in thumb.get_attribute("class")
+        count = cards.count()
+        page.keyboard.press("a")
+        page.wait_for_function(
+            f"() => document.querySelectorAll('#grid .result').length === {count - 1}"
+        )
+    assert page.is_visible("#empty")
+    decisions = httpx.get(
+        f"{url}/v1/review/stats", headers={"authorization": f"Bearer {tokens['admin']}"}
+    ).json()
+    assert decisions["depth"] == 0
+    watch.check()
+    context.close()
 
 
 def test_escalation_is_visible_to_an_admin_and_not_to_a_reviewer(browser, console):
@@ -464,7 +533,7 @@ def test_api_docs_load_swagger_ui_from_the_server(browser, console):
 
 
 def test_generate_page_shows_progress_and_a_blocked_result(browser, tmp_path, tiny_vit_folder):
-    pipeline = build_tiny_sd3(tmp_path / "sd3")
+    pipeline = tiny_sd3_pipeline(tmp_path / "sd3")
     data = tmp_path / "data"
     token = _key(data, "maker", "client")
     other = _key(data, "someone", "client")

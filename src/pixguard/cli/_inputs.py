@@ -15,13 +15,15 @@ def expand_paths(
 ) -> list[Path]:
     """Files named directly are kept as given (missing ones report their own error);
     folders contribute their files with ``suffixes`` (images by default), sorted,
-    descending into sub-folders only with ``recursive``."""
+    descending into sub-folders only with ``recursive``. Anything in a folder with
+    one of those suffixes that is not a folder is kept, so a dangling link or a FIFO
+    is reported, not skipped."""
     expanded: list[Path] = []
     for path in paths:
         if path.is_dir():
             candidates = path.rglob("*") if recursive else path.iterdir()
             expanded.extend(
-                sorted(p for p in candidates if p.suffix.lower() in suffixes and p.is_file())
+                sorted(p for p in candidates if p.suffix.lower() in suffixes and not p.is_dir())
             )
         else:
             expanded.append(path)

@@ -8,7 +8,7 @@ import sys
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from PIL import Image
@@ -31,6 +31,7 @@ from ._common import (
     EXIT_USAGE,
     ModelOption,
     fail,
+    print_table,
     progress_bar,
     stderr,
 )
@@ -96,7 +97,7 @@ def models(
     """List the model registry and whether each model can load on this machine."""
     if output_format not in ("table", "json"):
         raise typer.BadParameter("must be table or json", param_hint="--format")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in list_models():
         channels, height, width = spec.preprocessing.input_size
         rows.append(
@@ -130,7 +131,7 @@ def models(
             str(row["embedding_dim"]),
             f"[{colour}]{status}[/]",
         )
-    Console().print(table)
+    print_table(table)
 
 
 @app.command()
@@ -173,7 +174,7 @@ def classify(
         str | None, typer.Option(help="fp32, bf16 or int8 (default: fp32, or auto's choice).")
     ] = None,
     bank: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help="A known-bad index: report each image's nearest entry and flag matches."),
     ] = None,
     bank_threshold: Annotated[
@@ -210,7 +211,7 @@ def classify(
         float, typer.Option(min=0.001, help="Videos: frames sampled per second.")
     ] = VideoSampling.fps,
     scene_threshold: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0.0,
             max=1.0,

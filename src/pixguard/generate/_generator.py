@@ -213,7 +213,7 @@ class Generator:
         image = (
             control_image.convert("RGB")
             if hasattr(control_image, "convert")
-            else load_image(control_image).frames[0]
+            else load_image(control_image, limits=self.gate.classifier.limits).frames[0]
         )
         self.gate.screen_input(image, describe_source(control_image))
         estimator = None

@@ -32,6 +32,13 @@ _TIMM_DEFAULT_CROP_PCT = 0.875
 _TIMM_DEFAULT_INTERPOLATION = "bicubic"
 
 
+def _input_size(values: Any) -> tuple[int, int, int]:
+    sizes = tuple(int(v) for v in values)
+    if len(sizes) != 3:
+        raise ValueError(f"input_size must be (3, H, W), got {sizes}")
+    return sizes[0], sizes[1], sizes[2]
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an RGB image becomes one model input.
@@ -77,15 +84,19 @@ class Preprocessing:
     @classmethod
     def from_timm_config(cls, cfg: Mapping[str, Any]) -> Preprocessing:
         """Build from a timm ``pretrained_cfg`` (as in a model folder's config.json)."""
-        crop_mode = cfg.get("crop_mode") or "center"
-        if crop_mode not in _CROP_MODES:
-            raise ValueError(f"crop_mode {crop_mode!r} is not supported (use center or squash)")
+        requested = cfg.get("crop_mode") or "center"
+        crop_mode: Literal["center", "squash"]
+        if requested == "center":
+            crop_mode = "center"
+        elif requested == "squash":
+            crop_mode = "squash"
+        else:
+            raise ValueError(f"crop_mode {requested!r} is not supported (use center or squash)")
         # timm's resolve_data_config uses input_size and crop_pct; the test_* keys
         # apply only when a caller asks for them (use_test_size), as the reference
         # pipeline does not.
-        input_size = tuple(int(v) for v in cfg["input_size"])
         return cls(
-            input_size=input_size,  # type: ignore[arg-type]
+            input_size=_input_size(cfg["input_size"]),
             interpolation=str(cfg.get("interpolation") or _TIMM_DEFAULT_INTERPOLATION),
             crop_pct=float(cfg.get("crop_pct") or _TIMM_DEFAULT_CROP_PCT),
             crop_mode=crop_mode,
@@ -110,7 +121,7 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
         return cls(
-            input_size=tuple(data["input_size"]),  # type: ignore[arg-type]
+            input_size=_input_size(data["input_size"]),
             interpolation=data.get("interpolation", "bicubic"),
             crop_pct=float(data.get("crop_pct", 1.0)),
             crop_mode=data.get("crop_mode", "center"),

@@ -183,6 +183,8 @@ function setupReview() {
   let history = []; // decision ids this session, for undo
   let decided = 0;
   let busy = false;
+  let grid = false;
+  const GRID_SIZE = 12;
 
   function setReveal(visible) {
     reveal.classList.toggle("blurred", !visible);
@@ -208,6 +210,7 @@ function setupReview() {
   }
 
   async function next() {
+    if (grid) return loadGrid();
     try {
       const body = await api("GET", `/v1/review/next?limit=1&queue=${queue}`);
       render(body.items[0] || null, body.remaining);
@@ -254,6 +257,76 @@ function setupReview() {
     }
   }
 
+  // --- grid: several items at once, decided one by one or in bulk ---
+  async function loadGrid() {
+    const box = document.getElementById("grid");
+    try {
+      const body = await api("GET", `/v1/review/next?limit=${GRID_SIZE}&queue=${queue}`);
+      document.getElementById("remaining").textContent = String(body.remaining);
+      document.getElementById("done").textContent = String(decided);
+      show("empty", body.items.length === 0);
+      box.replaceChildren(...body.items.map(gridCard));
+    } catch (error) {
+      notify(`Could not load the queue: ${error.message}`);
+    }
+  }
+
+  function gridCard(item) {
+    const card = el("article", { class: "result", "data-id": String(item.id), "aria-label": `Item ${item.id}` });
+    card.append(thumbnail(item.image_url, `Item ${item.id}`, true));
+    card.append(el("meter", { min: "0", max: "1", low: "0.3", high: "0.7", optimum: "0", value: String(item.nsfw_score || 0), "aria-label": "NSFW score" }));
+    card.append(el("p", { text: `#${item.id} · ${item.model_label || "–"} · score ${fmt(item.nsfw_score)}` }));
+    card.append(el("p", { class: "hint", text: item.reason }));
+    const box = el("input", { type: "checkbox", id: `select-${item.id}`, class: "select" });
+    card.append(box, el("label", { for: `select-${item.id}`, text: "Select" }));
+    return card;
+  }
+
+  async function decideGrid(ids, decision) {
+    if (!ids.length || busy) return;
+    busy = true;
+    notify("");
+    try {
+      const body = await api("POST", "/v1/review/bulk", { decisions: ids.map((id) => ({ item_id: id, decision })) });
+      for (const result of body.results) {
+        if (result.ok) {
+          history.push(result.decision.id);
+          if (decision !== "skip") decided += 1;
+        } else notify(`Item ${result.item_id}: ${result.error.message}`);
+      }
+      await loadGrid();
+    } catch (error) {
+      notify(`Could not record "${decision}": ${error.message}`);
+    } finally {
+      busy = false;
+    }
+  }
+
+  function selectedIds() {
+    return Array.from(document.querySelectorAll("#grid .select:checked")).map((box) => Number(box.closest(".result").dataset.id));
+  }
+
+  function focusedId() {
+    const card = document.activeElement && document.activeElement.closest("#grid .result");
+    return card ? Number(card.dataset.id) : null;
+  }
+
+  const modeButton = document.getElementById("mode");
+  modeButton.addEventListener("click", async () => {
+    grid = !grid;
+    modeButton.setAttribute("aria-pressed", String(grid));
+    modeButton.textContent = grid ? "Show one at a time" : "Show a grid";
+    show("grid-view", grid);
+    show("single-view", !grid);
+    if (current) {
+      // The single view's item stays claimed by us: the grid claims it again first.
+      current = null;
+    }
+    await next();
+  });
+  document.getElementById("grid-allow").addEventListener("click", () => decideGrid(selectedIds(), "allow"));
+  document.getElementById("grid-remove").addEventListener("click", () => decideGrid(selectedIds(), "remove"));
+
   function toggleHelp() {
     help.hidden = !help.hidden;
     helpButton.setAttribute("aria-expanded", String(!help.hidden));
@@ -270,13 +343,21 @@ function setupReview() {
     const key = event.key.toLowerCase();
     const actions = { a: "allow", r: "remove", s: "skip" };
     if (queue !== "escalated") actions.e = "escalate";
-    if (key in actions) {
+    if (grid && key in actions) {
+      const id = focusedId();
+      if (id !== null) {
+        event.preventDefault();
+        decideGrid([id], actions[key]);
+      }
+    } else if (key in actions) {
       event.preventDefault();
       decide(actions[key]);
+    } else if (key === " " && grid) {
+      return; // the focused thumbnail's own button reveals it
     } else if (key === " ") {
       event.preventDefault();
       if (current) setReveal(reveal.classList.contains("blurred"));
-    } else if (key === "z") {
+    } else if (key === "z" && !grid) {
       event.preventDefault();
       undo();
     } else if (key === "?") {
