@@ -229,10 +229,9 @@ def open_heatmap_method(runtime: Runtime) -> HeatmapMethod:
         if spec.loader == "timm":
             from ._timm import TimmRuntime
 
-            if isinstance(runtime, TimmRuntime) and runtime.precision == "fp32":
-                model = runtime.model
-            else:
-                model = TimmRuntime.load(spec, precision="fp32").model
+            # A copy of its own, even beside a torch fp32 runtime: Grad-CAM hooks the
+            # module, and the runtime may be classifying in other threads meanwhile.
+            model = TimmRuntime.load(spec, precision="fp32").model
             method = _vit_method(model, spec)
             if method is not None:
                 return method
