@@ -147,6 +147,7 @@ def test_policy_actions_audit_isolation_and_the_queue(served):
     assert image.status_code == 200
     assert hashlib.sha256(image.content).hexdigest() == first["items"][0]["sha256"]
     assert image.headers["cache-control"] == "no-store"
+    assert image.headers["content-type"] == "image/png"
     stolen = httpx.get(f"{url}{first['items'][0]['image_url']}", headers=_auth(tokens["r2"]))
     assert stolen.status_code == 403
 

@@ -109,7 +109,7 @@ def tiny_sd3_pipeline(folder: Path, num_layers: int = 1) -> Path:
         scaling_factor=1.5035,
     )
     tokenizer = _tokenizer(folder / "vocab")
-    pipeline = StableDiffusion3Pipeline(
+    pipeline: Any = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

@@ -53,17 +53,20 @@ _SECONDS_PER_DAY = 86400
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
-# Suffixes that `pixguard finetune` reads back from an exported ImageFolder.
-_SUFFIX = {
-    "JPEG": ".jpg",
-    "MPO": ".jpg",
-    "PNG": ".png",
-    "GIF": ".gif",
-    "WEBP": ".webp",
-    "BMP": ".bmp",
-    "TIFF": ".tif",
-    "AVIF": ".avif",
+# Pillow format -> the suffix `pixguard finetune` reads back from an exported
+# ImageFolder, and the media type the image is served with.
+_FORMATS = {
+    "JPEG": (".jpg", "image/jpeg"),
+    "MPO": (".jpg", "image/jpeg"),
+    "PNG": (".png", "image/png"),
+    "GIF": (".gif", "image/gif"),
+    "WEBP": (".webp", "image/webp"),
+    "BMP": (".bmp", "image/bmp"),
+    "TIFF": (".tif", "image/tiff"),
+    "AVIF": (".avif", "image/avif"),
 }
+_MEDIA_TYPES = dict(_FORMATS.values())
+_UNKNOWN = (".bin", "application/octet-stream")
 
 
 class ItemState(StrEnum):
@@ -113,6 +116,10 @@ class ReviewItem:
     claimed_by: str | None
     lease_until: float | None
     has_bytes: bool
+
+    @property
+    def media_type(self) -> str:
+        return _MEDIA_TYPES.get(self.suffix, _UNKNOWN[1])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -211,9 +218,9 @@ class _Blobs:
 def _suffix_of(data: bytes) -> str:
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return _SUFFIX.get(image.format or "", ".bin")
+            return _FORMATS.get(image.format or "", _UNKNOWN)[0]
     except (UnidentifiedImageError, OSError, ValueError):
-        return ".bin"
+        return _UNKNOWN[0]
 
 
 _SCHEMA = """
@@ -636,7 +643,8 @@ class ReviewQueue:
         after_id: int = 0,
         limit: int = 100,
     ) -> list[DecisionRecord]:
-        clauses, params = ["id > ?"], [after_id]
+        clauses = ["id > ?"]
+        params: list[int | str] = [after_id]
         if item_id is not None:
             clauses.append("item_id = ?")
             params.append(item_id)

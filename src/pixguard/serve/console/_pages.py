@@ -27,7 +27,7 @@ from .._auth import LOCAL_OPERATOR, Principal, principal_for, visible_key
 from .._errors import ServiceError
 from .._keys import Role
 from .._sessions import SESSION_COOKIE
-from .._state import Service, ServiceState
+from .._state import SECONDS_PER_DAY, Service, ServiceState
 
 __all__ = ["CONTENT_SECURITY_POLICY", "router"]
 
@@ -40,7 +40,6 @@ _STATIC_ROOTS = {
 _LOGIN_CSRF_COOKIE = "pixguard_login_csrf"
 _PAGE_SIZE = 50
 _CSV_MAX_ROWS = 100_000
-_DAY_S = 86400
 _CHART_DAYS = 14
 
 #: Images may be blob: (files picked on the moderate page, shown before upload) and
@@ -276,7 +275,7 @@ def _timestamp(day: str | None, *, end: bool = False) -> float | None:
     except ValueError:
         raise ServiceError(422, "invalid_date", f"{day!r} is not a date (YYYY-MM-DD)") from None
     start = dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC).timestamp()
-    return start + _DAY_S if end else start
+    return start + SECONDS_PER_DAY if end else start
 
 
 def _audit_rows(
@@ -384,8 +383,8 @@ def _format_time(timestamp: float) -> str:
 
 def _bars(timeline: list[dict[str, Any]], key: str, kinds: list[str]) -> dict[str, Any]:
     """Day-by-day stacked bars for an inline SVG chart over the last days."""
-    today = int(dt.datetime.now(dt.UTC).timestamp() // _DAY_S) * _DAY_S
-    days = [today - _DAY_S * i for i in range(_CHART_DAYS - 1, -1, -1)]
+    today = int(dt.datetime.now(dt.UTC).timestamp() // SECONDS_PER_DAY) * SECONDS_PER_DAY
+    days = [today - SECONDS_PER_DAY * i for i in range(_CHART_DAYS - 1, -1, -1)]
     by_day = {int(entry["start"]): entry[key] for entry in timeline}
     columns = []
     for day in days:
@@ -408,8 +407,8 @@ async def stats_page(request: Request, service: Service) -> Response:
     except _SignInNeededError:
         return RedirectResponse("/login?next=/stats", status_code=303)
     own = visible_key(viewer, None)
-    audit = service.audit.timeline(bucket_s=_DAY_S, key_id=own)
-    review = service.review.stats(bucket_s=_DAY_S) if viewer.can(Role.reviewer) else None
+    audit = service.audit.timeline(bucket_s=SECONDS_PER_DAY, key_id=own)
+    review = service.review.stats(bucket_s=SECONDS_PER_DAY) if viewer.can(Role.reviewer) else None
     return _render(
         request,
         service,

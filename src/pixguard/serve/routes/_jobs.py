@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -16,13 +15,16 @@ from pydantic import BaseModel, Field, ValidationError
 from .._auth import Caller, Principal
 from .._batcher import QueueFullError
 from .._body import read_body
-from .._errors import ServiceError
+from .._errors import ERROR_RESPONSES, ServiceError
 from .._jobs import TERMINAL, Job, JobQueue
 from .._state import Service, ServiceState
 
 __all__ = ["GenerateRequest", "router"]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+
+#: An event stream re-checks its job at least this often, even with no change.
+EVENT_RECHECK_S = 15.0
 
 
 class GenerateRequest(BaseModel):
@@ -121,30 +123,36 @@ async def job_status(job_id: str, service: Service, caller: Caller) -> dict[str,
 @router.delete("/jobs/{job_id}")
 async def job_cancel(job_id: str, service: Service, caller: Caller) -> dict[str, Any]:
     job = _jobs(service).cancel(_job(service, job_id, caller).id)
-    assert job is not None  # _job found it, and jobs are not removed while running
+    if job is None:  # evicted in between
+        raise ServiceError(404, "job_not_found", f"no job {job_id}")
     return job.to_dict()
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get(
+    "/jobs/{job_id}/events",
+    responses={200: {"description": "Server-sent events", "content": {"text/event-stream": {}}}},
+)
 async def job_events(job_id: str, service: Service, caller: Caller) -> Response:
     """Server-sent events: the job's state at every step, until it ends."""
     job, jobs = _job(service, job_id, caller), _jobs(service)
 
     async def stream() -> AsyncIterator[bytes]:
         seen = -1
-        loop = asyncio.get_running_loop()
         while True:
             if job.version != seen:
                 seen = job.version
                 yield f"data: {json.dumps(job.to_dict())}\n\n".encode()
                 if job.status in TERMINAL:
                     return
-            await loop.run_in_executor(None, jobs.wait_change, job, seen, 1.0)
+            await jobs.changed(job, seen, EVENT_RECHECK_S)
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-@router.get("/jobs/{job_id}/images/{position}")
+@router.get(
+    "/jobs/{job_id}/images/{position}",
+    responses={200: {"description": "The allowed image", "content": {"image/png": {}}}},
+)
 async def job_image(job_id: str, position: int, service: Service, caller: Caller) -> Response:
     _job(service, job_id, caller)
     path = _jobs(service).image_path(job_id, position)

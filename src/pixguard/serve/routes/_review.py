@@ -21,15 +21,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1")
 
 ReviewerDecision = Literal["allow", "remove", "escalate", "skip"]
-_MEDIA_TYPES = {
-    ".jpg": "image/jpeg",
-    ".png": "image/png",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".bmp": "image/bmp",
-    ".tif": "image/tiff",
-    ".avif": "image/avif",
-}
 _MAX_NOTE = 2000
 
 
@@ -100,7 +91,7 @@ async def review_image(item_id: int, service: Service, caller: ReviewerCaller) -
         raise ServiceError(403, "forbidden", f"claim item {item_id} before viewing it")
     return Response(
         data,
-        media_type=_MEDIA_TYPES.get(item.suffix, "application/octet-stream"),
+        media_type=item.media_type,
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
