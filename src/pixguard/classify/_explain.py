@@ -147,8 +147,8 @@ def explain_images(
     explained: list[tuple[int, np.ndarray, Image.Image]] = []
     for position, ((item, decoded), prediction) in enumerate(zip(loaded, predictions, strict=True)):
         if prediction.ok and decoded is not None and item.inputs is not None:
-            frame = item.frame_indices.index(prediction.frame)
-            explained.append((position, item.inputs[frame], decoded.frames[frame]))
+            chosen = item.frame_indices.index(prediction.frame)
+            explained.append((position, item.inputs[chosen], decoded.frames[chosen]))
     results = [Explanation(prediction) for prediction in predictions]
     if not explained:
         return results
@@ -250,7 +250,7 @@ def deletion_check(
         out.paste(DELETION_FILL, box)
         return out
 
-    hot_row, hot_col = np.unravel_index(int(sums.argmax()), sums.shape)
+    hot_row, hot_col = (int(v) for v in np.unravel_index(int(sums.argmax()), sums.shape))
     rng = np.random.default_rng(seed)
     randoms = [
         deleted(*(int(v) for v in rng.integers(0, positions, 2))) for _ in range(random_regions)

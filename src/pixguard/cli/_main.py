@@ -211,7 +211,7 @@ def classify(
         float, typer.Option(min=0.001, help="Videos: frames sampled per second.")
     ] = VideoSampling.fps,
     scene_threshold: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0.0,
             max=1.0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import Request
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ._errors import ServiceError
@@ -83,7 +84,7 @@ async def read_images(request: Request, service: ServiceState) -> list[tuple[str
     files = [
         (value.filename or key, await value.read())
         for key, value in form.multi_items()
-        if hasattr(value, "read")
+        if isinstance(value, UploadFile)
     ]
     if not files:
         raise ServiceError(422, "image_empty", "the form holds no files")

@@ -135,7 +135,9 @@ async def decide(
     loop = asyncio.get_running_loop()
     extras: list[dict[str, Any]] | None = None
     if _content_type(request).startswith("video/"):
-        data = await read_body(request, service.settings.max_video_bytes)
+        data = await read_body(
+            request, service.settings.max_video_bytes, service.settings.body_timeout_s
+        )
         if not data:
             raise ServiceError(422, "image_empty", "the request body is empty")
         stop_at = None

@@ -99,7 +99,9 @@ async def generate(request: Request, service: Service, caller: Caller) -> dict[s
     """Queue a generation job; every image it returns has passed the safety gate.
     The body is bounded by max_upload_bytes (it may carry a control image)."""
     jobs = _jobs(service)
-    body = await read_body(request, service.settings.max_upload_bytes)
+    body = await read_body(
+        request, service.settings.max_upload_bytes, service.settings.body_timeout_s
+    )
     try:
         parsed = GenerateRequest.model_validate_json(body)
     except ValidationError as exc:
