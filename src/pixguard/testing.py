@@ -56,10 +56,11 @@ def _tokenizer(folder: Path):
     )
 
 
-def tiny_sd3_pipeline(folder: Path) -> Path:
-    """A 1-layer SD3 transformer, a tiny VAE and CLIP encoders, no T5, random
-    weights: saved as a diffusers folder (``folder/pipeline``), which loads through
-    the same code as real SD3.5 weights."""
+def tiny_sd3_pipeline(folder: Path, num_layers: int = 1) -> Path:
+    """An SD3 transformer of ``num_layers`` blocks, a tiny VAE and CLIP encoders, no
+    T5, random weights: saved as a diffusers folder (``folder/pipeline``), which loads
+    through the same code as real SD3.5 weights. (ControlNet residuals reach every
+    block but the last, so ControlNet tests need 2.)"""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -74,7 +75,7 @@ def tiny_sd3_pipeline(folder: Path) -> Path:
         sample_size=32,
         patch_size=1,
         in_channels=16,
-        num_layers=1,
+        num_layers=num_layers,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,

@@ -16,9 +16,11 @@ __all__ = ["COMMAND_EXAMPLES", "CommandsInUserOrder"]
 #: missing here is listed after these (the tests ask for an example for each).
 COMMAND_EXAMPLES = {
     "classify": "pixguard classify photos/ --model opennsfw",
+    "redact": "pixguard redact uploads/ --output redacted/ --model opennsfw",
     "models": "pixguard models",
     "index": "pixguard index add photos/ --index my-index --model opennsfw",
     "review": "pixguard review add uploads/ --policy policy.toml --model opennsfw",
+    "scan": "pixguard scan s3://bucket/uploads --output scan-out/ --model opennsfw",
     "finetune": (
         "pixguard finetune data/ --base marqo-nsfw-384 --nsfw-class nsfw --output my-policy"
     ),

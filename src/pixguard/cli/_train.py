@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .._exceptions import PixguardError
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
 from ..train import FinetuneConfig, calibrate, evaluate, finetune
-from ._common import ModelOption, fail, progress_bar, stderr
+from ._common import ModelOption, fail, print_table, progress_bar, stderr
 
 __all__ = ["register"]
 
@@ -149,7 +148,7 @@ def finetune_command(
             )
         except PixguardError as exc:
             raise fail(exc) from None
-    Console().print(_report_table({**result.metrics, "model": str(output)}))
+    print_table(_report_table({**result.metrics, "model": str(output)}))
     stderr.print(
         f"metrics on the {result.metrics['metrics_split']} split: {result.metrics['metrics_split_note']}"
     )
@@ -183,7 +182,7 @@ def evaluate_command(
     if output_format == "json":
         typer.echo(json.dumps(metrics, indent=2))
         return
-    Console().print(_report_table(metrics))
+    print_table(_report_table(metrics))
     matrix = metrics["confusion_matrix"]["rows_true_columns_predicted"]
     typer.echo(f"confusion (rows true sfw/nsfw, columns predicted sfw/nsfw): {matrix}")
     table = Table(title="threshold table")
@@ -196,7 +195,7 @@ def evaluate_command(
             f"{row['recall']:.3f}",
             f"{row['fpr']:.3f}",
         )
-    Console().print(table)
+    print_table(table)
 
 
 def calibrate_command(

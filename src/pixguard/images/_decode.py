@@ -72,6 +72,8 @@ class DecodedImage:
     ``frames`` are 8-bit RGB, upright (EXIF orientation applied) and alpha-free.
     For a still image there is one frame; for an animation, an even sample of at
     most ``DecodeLimits.max_frames`` frames whose indices are in ``frame_indices``.
+    Given a ``min_size``, animation frames are shrunk as they are read (by a whole
+    factor, both sides staying at least that large), so no full-size canvas is kept.
     """
 
     frames: tuple[Image.Image, ...]
@@ -128,7 +130,13 @@ def load_image(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise TooManyPixelsError(str(exc), source=name) from exc
+        # Pillow's own guard fired before pixguard's header check: quote the
+        # configured limit, not Pillow's.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise TooManyPixelsError(
+            f"{size} exceeds the {limits.max_pixels:,}-pixel limit", source=name
+        ) from exc
     except MemoryError as exc:
         raise TooManyPixelsError("not enough memory to decode the image", source=name) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
@@ -248,7 +256,7 @@ def _from_pil(
         image.seek(index)
         _check_pixels(image.size, name, limits)
         image.load()
-        frames.append(_finish_frame(image, limits))
+        frames.append(_reduced(_finish_frame(image, limits), min_size))
     return DecodedImage(
         frames=tuple(frames),
         frame_indices=tuple(indices),
@@ -294,6 +302,16 @@ def _upright(image: Image.Image) -> Image.Image:
 
 def _finish_frame(image: Image.Image, limits: DecodeLimits) -> Image.Image:
     return to_rgb(_upright(image), limits.background)
+
+
+def _reduced(frame: Image.Image, min_size: tuple[int, int] | None) -> Image.Image:
+    """``frame`` shrunk by the largest whole factor that keeps both sides at least as
+    large as the model's resize target (a box filter, like DCT scaling for JPEG)."""
+    if min_size is None:
+        return frame
+    side = max(min_size)
+    factor = min(frame.width // side, frame.height // side)
+    return frame.reduce(factor) if factor >= 2 else frame
 
 
 def _sample_frame_indices(frame_count: int, limits: DecodeLimits) -> list[int]:

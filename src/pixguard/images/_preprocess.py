@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-__all__ = ["Preprocessing", "preprocess", "preprocess_batch"]
+__all__ = ["Preprocessing", "crop_box", "preprocess", "preprocess_batch"]
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -171,6 +171,23 @@ def _center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
     left = round((image.width - width) / 2.0)
     top = round((image.height - height) / 2.0)
     return image.crop((left, top, left + width, top + height))
+
+
+def crop_box(image_size: tuple[int, int], pp: Preprocessing) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom), in the coordinates of an image of ``image_size``
+    (width, height), of the region that :func:`preprocess` turns into the model
+    input; the model sees nothing outside it."""
+    width, height = image_size
+    resized_w, resized_h = _resized_size(image_size, pp)
+    left = round((resized_w - pp.width) / 2.0)
+    top = round((resized_h - pp.height) / 2.0)
+    scale_x, scale_y = width / resized_w, height / resized_h
+    return (
+        left * scale_x,
+        top * scale_y,
+        (left + pp.width) * scale_x,
+        (top + pp.height) * scale_y,
+    )
 
 
 def preprocess(image: Image.Image, pp: Preprocessing) -> np.ndarray:

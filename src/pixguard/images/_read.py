@@ -4,6 +4,7 @@ byte limit, with typed errors."""
 from __future__ import annotations
 
 import os
+import stat as stat_module
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,12 +67,22 @@ def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise ImageNotFoundError(
+                "is a dangling symbolic link (its target does not exist)", source=name
+            ) from exc
         raise ImageNotFoundError("no such file", source=name) from exc
     except OSError as exc:
         raise ImageUnreadableError(f"cannot access the file ({exc.strerror})", source=name) from exc
     if path.is_dir():
         raise ImageUnreadableError("is a directory, not an image file", source=name)
-    _check_byte_count(stat.st_size, name, limits)
+    if not stat_module.S_ISREG(stat.st_mode):
+        # A FIFO or a device would block or never end.
+        raise ImageUnreadableError("is not a regular file (a FIFO, socket or device)", source=name)
+    # Files such as /proc's report size 0 and still hold data: only the upper
+    # bound is checked before reading, emptiness after.
+    if stat.st_size > limits.max_bytes:
+        _check_byte_count(stat.st_size, name, limits)
     try:
         with path.open("rb") as handle:
             data = _read_stream(handle.read, name, limits)

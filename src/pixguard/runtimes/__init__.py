@@ -23,6 +23,7 @@ from ._dispatch import (
     open_runtime,
     register_loader,
 )
+from ._explain import HeatmapMethod, OcclusionMethod, nsfw_log_odds, open_heatmap_method
 from ._parity import (
     PARITY_TOLERANCE,
     ParityReference,
@@ -44,8 +45,10 @@ __all__ = [
     "PARITY_TOLERANCE",
     "PRECISIONS",
     "RUNTIMES",
+    "HeatmapMethod",
     "LoadedRuntime",
     "ModelArtifacts",
+    "OcclusionMethod",
     "OnnxRuntime",
     "OpenVinoRuntime",
     "ParityReference",
@@ -60,6 +63,8 @@ __all__ = [
     "compare_with_reference",
     "cpu_precisions",
     "load_runtime",
+    "nsfw_log_odds",
+    "open_heatmap_method",
     "open_on",
     "open_reference",
     "open_runtime",

@@ -1,0 +1,330 @@
+"""``pixguard scan``: local and Ray engines, Parquet output, resume, bad files, s3://."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import pixguard.scale as scale
+from pixguard import Classifier
+from pixguard.cli import app
+from pixguard.scale import ObjectStoreOptions, ScanError, ScanOptions, list_inputs, scan
+
+BUCKET = "pixguard-scan"
+
+
+def test_scale_all_is_the_public_api() -> None:
+    for name in scale.__all__:
+        assert hasattr(scale, name), name
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory, photos: list[Path]) -> Path:
+    """Photos in nested folders, plus files no decoder should accept."""
+    folder = tmp_path_factory.mktemp("collection")
+    (folder / "nested").mkdir()
+    for position, photo in enumerate(photos[:4]):
+        target = folder / ("nested" if position % 2 else ".") / photo.name
+        shutil.copy(photo, target)
+    (folder / "not-an-image.jpg").write_bytes(b"this is text, not a JPEG")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "truncated.png").write_bytes(photos[0].read_bytes()[:300])
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    return folder
+
+
+BAD_FILES = {
+    "not-an-image.jpg": "image_not_an_image",
+    "empty.png": "image_empty",
+    "truncated.png": "image_truncated",
+}
+
+
+def _options(model: Path, **overrides: object) -> ScanOptions:
+    settings: dict[str, object] = {"model": str(model), "runtime": "torch", "batch_size": 3}
+    settings.update(overrides)
+    return ScanOptions(**settings)  # type: ignore[arg-type]
+
+
+def _rows(output: Path) -> list[dict[str, object]]:
+    return pq.read_table(output).to_pylist()
+
+
+def test_local_scan_gives_classify_scores_and_one_row_per_bad_file(
+    tmp_path: Path, collection: Path, tiny_vit_folder: Path
+) -> None:
+    output = tmp_path / "out"
+    summary = scan([str(collection)], output, _options(tiny_vit_folder))
+    rows = {Path(str(row["path"])).name: row for row in _rows(output)}
+    photos = sorted(p for p in collection.rglob("*.*") if p.name not in {*BAD_FILES, "notes.txt"})
+    assert set(rows) == {p.name for p in photos} | set(BAD_FILES)
+
+    with Classifier.load(str(tiny_vit_folder), runtime="torch") as classifier:
+        expected = classifier.predict(photos)
+    for photo, prediction in zip(photos, expected, strict=True):
+        row = rows[photo.name]
+        assert row["error_code"] is None
+        assert row["label"] == prediction.label
+        assert row["nsfw_score"] == pytest.approx(prediction.nsfw_score, abs=1e-6)
+        assert dict(row["probabilities"]) == pytest.approx(prediction.probabilities, abs=1e-6)
+        assert np.allclose(row["embedding"], prediction.embedding, atol=1e-5)
+        assert row["size"] == photo.stat().st_size
+        assert row["model"] == str(tiny_vit_folder) and row["runtime"] == "torch/fp32"
+        import hashlib
+
+        assert row["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+    for name, code in BAD_FILES.items():
+        assert rows[name]["error_code"] == code
+        assert name in str(rows[name]["error_message"])  # names the input, not "<bytes>"
+        assert rows[name]["embedding"] is None and rows[name]["label"] is None
+
+    schema = pq.read_schema(next(output.glob("*.parquet")))
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 192)
+    assert summary.rows == len(rows) and summary.scanned == len(rows)
+    assert summary.errors == {code: 1 for code in BAD_FILES.values()}
+    assert sum(summary.labels.values()) == len(photos)
+
+
+def test_rerun_skips_done_inputs_and_refuses_other_settings(
+    tmp_path: Path, collection: Path, tiny_vit_folder: Path
+) -> None:
+    output = tmp_path / "out"
+    first = scan([str(collection / "nested")], output, _options(tiny_vit_folder))
+    second = scan([str(collection)], output, _options(tiny_vit_folder))
+    assert second.skipped == first.scanned and second.scanned == second.rows - first.rows
+    paths = [row["path"] for row in _rows(output)]
+    assert len(paths) == len(set(paths)) == second.rows
+
+    # A part a killed writer left without its footer: moved aside, its rows redone.
+    torn = sorted(output.glob("*.parquet"))[-1]
+    lost = pq.read_table(torn).num_rows
+    torn.write_bytes(torn.read_bytes()[:100])
+    third = scan([str(collection)], output, _options(tiny_vit_folder))
+    assert third.scanned == lost and third.rows == second.rows
+    assert (output / f".unreadable-{torn.name}").exists()
+
+    with pytest.raises(ScanError, match="other settings") as info:
+        scan([str(collection)], output, _options(tiny_vit_folder, threshold=0.3))
+    assert info.value.code == "scan_invalid"
+    with pytest.raises(ScanError, match="--resume"):
+        scan([str(collection)], output, _options(tiny_vit_folder), resume=False)
+
+
+def test_sources_lists_globs_and_missing(tmp_path: Path, collection: Path) -> None:
+    photos = sorted(str(p.absolute()) for p in collection.rglob("*.png"))
+    listing = tmp_path / "list.txt"
+    listing.write_text("# a comment\n" + "\n".join(photos) + "\n\n")
+    table = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"path": photos[:2]}), table)
+    assert [i.path for i in list_inputs([str(listing)])] == photos
+    assert [i.path for i in list_inputs([str(table)])] == photos[:2]
+    assert {i.path for i in list_inputs([f"{collection}/**/*.png"])} == set(photos)
+    assert all(i.size is not None for i in list_inputs([str(collection)]))
+    with pytest.raises(ScanError) as info:
+        list_inputs([str(tmp_path / "nowhere")])
+    assert info.value.code == "scan_invalid"
+
+
+def test_resume_after_kill_has_every_row_once(
+    tmp_path: Path, photos: list[Path], tiny_vit_folder: Path
+) -> None:
+    """A scan killed with SIGKILL mid-way, then rerun: every input exactly once."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for copy in range(40):
+        for photo in photos[:3]:
+            shutil.copy(photo, folder / f"{copy:03d}-{photo.name}")
+    output = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "pixguard",
+        "scan",
+        str(folder),
+        "--output",
+        str(output),
+        "--model",
+        str(tiny_vit_folder),
+        "--runtime",
+        "torch",
+        "--batch-size",
+        "2",
+        "--rows-per-file",
+        "2",
+        "--no-progress",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list(output.glob("part-*.parquet")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        time.sleep(0.02)
+    assert process.poll() is None, "the scan ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(pq.read_table(output).column("path"))
+    assert 0 < done_before < 120
+
+    result = subprocess.run(
+        [*command, "--format", "json"], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    paths = pq.read_table(output).column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == 120
+    assert set(paths) == {str(p.absolute()) for p in folder.iterdir()}
+    assert f'"skipped": {done_before}' in result.stdout
+
+
+def test_cli_scan_prints_a_summary_with_policy_actions(
+    tmp_path: Path, collection: Path, tiny_vit_folder: Path
+) -> None:
+    output = tmp_path / "out"
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[default]\nreview_from = 0.3\nblock_from = 0.9\n")
+    result = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            str(collection),
+            "--output",
+            str(output),
+            "--model",
+            str(tiny_vit_folder),
+            "--runtime",
+            "torch",
+            "--no-embeddings",
+            "--policy",
+            str(policy),
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert '"image_empty": 1' in result.output
+    assert "embedding" not in pq.read_schema(next(output.glob("*.parquet"))).names
+    rows = _rows(output)
+    # Unreadable inputs are blocked; read ones follow the bands of the example policy.
+    for row in rows:
+        score = row["nsfw_score"]
+        expected = (
+            "block" if score is None or score >= 0.9 else "review" if score >= 0.3 else "allow"
+        )
+        assert row["action"] == expected, row
+    assert len({row["action"] for row in rows}) >= 2
+    assert f'"block": {sum(r["action"] == "block" for r in rows)}' in result.output
+    missing = CliRunner().invoke(app, ["scan", str(tmp_path / "nowhere"), "-o", str(output)])
+    assert missing.exit_code == 2 and "scan_invalid" in missing.output
+
+
+# -- object stores and Ray ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(photos: list[Path]) -> Iterator[str]:
+    """A real S3-compatible server (moto's) on loopback, holding a few photos and a
+    bad file. Credentials go through the usual AWS variables, as in production."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    saved = {key: os.environ.get(key) for key in _AWS_ENV}
+    os.environ.update(_AWS_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    for photo in photos[:3]:
+        client.put_object(Bucket=BUCKET, Key=f"uploads/day1/{photo.name}", Body=photo.read_bytes())
+    client.put_object(Bucket=BUCKET, Key="uploads/day1/broken.jpg", Body=b"\xff\xd8 broken")
+    client.put_object(Bucket=BUCKET, Key="elsewhere/other.png", Body=photos[0].read_bytes())
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def test_scan_reads_s3_from_a_loopback_server(
+    tmp_path: Path, s3_endpoint: str, photos: list[Path], tiny_vit_folder: Path
+) -> None:
+    store = ObjectStoreOptions(endpoint=s3_endpoint)
+    output = tmp_path / "out"
+    summary = scan(
+        [f"s3://{BUCKET}/uploads"], output, _options(tiny_vit_folder, store=store, batch_size=2)
+    )
+    rows = {row["path"]: row for row in _rows(output)}
+    expected = {f"s3://{BUCKET}/uploads/day1/{p.name}" for p in photos[:3]}
+    assert set(rows) == expected | {f"s3://{BUCKET}/uploads/day1/broken.jpg"}
+    assert rows[f"s3://{BUCKET}/uploads/day1/broken.jpg"]["error_code"] == "image_not_an_image"
+    with Classifier.load(str(tiny_vit_folder), runtime="torch") as classifier:
+        for photo, prediction in zip(photos[:3], classifier.predict(photos[:3]), strict=True):
+            row = rows[f"s3://{BUCKET}/uploads/day1/{photo.name}"]
+            assert row["nsfw_score"] == pytest.approx(prediction.nsfw_score, abs=1e-6)
+            assert row["size"] == photo.stat().st_size
+    assert summary.errors == {"image_not_an_image": 1}
+
+
+@pytest.fixture(scope="module")
+def ray_session(s3_endpoint: str) -> Iterator[None]:
+    """One small local Ray for the module; started after the S3 variables are set so
+    its workers inherit them, like workers on a configured cluster."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_actor_pool_options_match_the_installed_ray() -> None:
+    import inspect
+
+    import ray.data
+
+    options = scale.actor_pool_options(2)
+    parameters = inspect.signature(ray.data.Dataset.map_batches).parameters
+    assert set(options) <= set(parameters)
+    assert options.get("concurrency") == 2 or options["compute"].size == 2
+
+
+def test_ray_engine_matches_the_local_engine_on_s3(
+    tmp_path: Path, ray_session: None, s3_endpoint: str, tiny_vit_folder: Path
+) -> None:
+    store = ObjectStoreOptions(endpoint=s3_endpoint)
+    options = _options(tiny_vit_folder, store=store, batch_size=2)
+    source = [f"s3://{BUCKET}/uploads"]
+    scan(source, tmp_path / "local", options)
+    # Two half-CPU actors leave room on the two CPUs for Ray's read and write tasks.
+    pool = {"engine": "ray", "workers": 2, "cpus_per_worker": 0.5}
+    summary = scan(source, tmp_path / "ray", options, **pool)
+    local = {row["path"]: row for row in _rows(tmp_path / "local")}
+    distributed = {row["path"]: row for row in _rows(tmp_path / "ray")}
+    assert set(distributed) == set(local)
+    for path, row in local.items():
+        assert distributed[path]["error_code"] == row["error_code"]
+        if row["nsfw_score"] is not None:
+            assert distributed[path]["nsfw_score"] == pytest.approx(row["nsfw_score"], abs=1e-6)
+            assert np.allclose(distributed[path]["embedding"], row["embedding"], atol=1e-5)
+    assert summary.rows == len(local) and summary.errors == {"image_not_an_image": 1}
+    again = scan(source, tmp_path / "ray", options, **pool)
+    assert again.scanned == 0 and again.skipped == len(local)
