@@ -436,6 +436,9 @@ async def docs(request: Request, service: Service) -> Response:
     try:
         viewer = _viewer(request, service)
     except _SignInNeededError:
+        # A person in a browser is sent to sign in; an API client gets the usual 401.
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/login?next=/docs", status_code=303)
         if "authorization" in request.headers:
             raise ServiceError(401, "unauthorized", "the API key is invalid or revoked") from None
         raise ServiceError(
