@@ -25,7 +25,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from pixguard import Classifier
-from tests.helpers import build_tiny_sd3, encode, gradient_image
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import encode, gradient_image
 from tests.test_serve import Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -535,7 +536,7 @@ def test_api_docs_load_swagger_ui_from_the_server(browser, console):
 
 
 def test_generate_page_shows_progress_and_a_blocked_result(browser, tmp_path, tiny_vit_folder):
-    pipeline = build_tiny_sd3(tmp_path / "sd3")
+    pipeline = tiny_sd3_pipeline(tmp_path / "sd3")
     data = tmp_path / "data"
     token = _key(data, "maker", "client")
     other = _key(data, "someone", "client")

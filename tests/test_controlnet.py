@@ -13,7 +13,8 @@ from PIL import Image
 
 from pixguard import Classifier, GenerationError, InputImageRefusedError, UnsafeWeightsError
 from pixguard.generate import Generator
-from tests.helpers import build_tiny_sd3, gradient_image
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import build_tiny_sd3_controlnet, gradient_image
 
 ARGS = {"steps": 2, "width": 32, "height": 32, "guidance": 5.0}
 
@@ -21,37 +22,12 @@ ARGS = {"steps": 2, "width": 32, "height": 32, "guidance": 5.0}
 @pytest.fixture(scope="module")
 def tiny_sd3(tmp_path_factory) -> Path:
     # Two blocks: ControlNet residuals are added to every block but the last one.
-    return build_tiny_sd3(tmp_path_factory.mktemp("sd3"), num_layers=2)
+    return tiny_sd3_pipeline(tmp_path_factory.mktemp("sd3"), num_layers=2)
 
 
 @pytest.fixture(scope="module")
 def tiny_controlnet(tmp_path_factory) -> Path:
-    """A 1-layer SD3ControlNetModel matching the tiny transformer. Its output
-    projections start at zero (ControlNet's zero convolutions); they are drawn at
-    random here so that the control visibly steers the image."""
-    import torch
-    from diffusers import SD3ControlNetModel
-
-    torch.manual_seed(2)
-    controlnet = SD3ControlNetModel(
-        sample_size=32,
-        patch_size=1,
-        in_channels=16,
-        num_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=4,
-        joint_attention_dim=32,
-        caption_projection_dim=32,
-        pooled_projection_dim=64,
-        out_channels=16,
-    )
-    with torch.no_grad():
-        for name, parameter in controlnet.named_parameters():
-            if name.startswith(("controlnet_blocks", "pos_embed_input")):
-                parameter.copy_(torch.randn_like(parameter) * 0.5)
-    folder = tmp_path_factory.mktemp("controlnet")
-    controlnet.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return build_tiny_sd3_controlnet(tmp_path_factory.mktemp("controlnet"))
 
 
 @pytest.fixture(scope="module")

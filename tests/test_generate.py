@@ -17,12 +17,13 @@ from pixguard import (
     UnsafeWeightsError,
 )
 from pixguard.generate import Generator, SafetyGate
-from tests.helpers import build_tiny_sd3, save_sd3_single_file, sd3_config_folder
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import save_sd3_single_file, sd3_config_folder
 
 
 @pytest.fixture(scope="module")
 def tiny_sd3(tmp_path_factory) -> Path:
-    return build_tiny_sd3(tmp_path_factory.mktemp("sd3"))
+    return tiny_sd3_pipeline(tmp_path_factory.mktemp("sd3"))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from pixguard import Classifier, IndexEntryNotFoundError, IndexModelMismatchError
 from pixguard.cli import app
-from pixguard.index import Index
+from pixguard.index import Index, cluster
 from pixguard.index._vectors import VectorIndex
 from tests.helpers import gradient_image
 
@@ -141,15 +141,15 @@ def test_clusters_separate_distinct_groups(tmp_path, opennsfw, photos):
         gradients.append(path)
     with Index.open(tmp_path / "idx") as store:
         store.add_images(photos + gradients, opennsfw)
-        clusters = store.cluster(2, sheets=tmp_path / "sheets")
+        clusters = cluster(store, 2, sheets=tmp_path / "sheets")
     assert sum(c.size for c in clusters) == len(photos) + len(gradients)
     gradient_cluster = max(
         clusters, key=lambda c: sum("gradient" in str(e.source) for e in c.representatives)
     )
     assert gradient_cluster.size == len(gradients)
-    for cluster in clusters:
-        assert cluster.contact_sheet is not None
-        assert Image.open(cluster.contact_sheet).size[0] > 100
+    for group in clusters:
+        assert group.contact_sheet is not None
+        assert Image.open(group.contact_sheet).size[0] > 100
 
 
 def test_persistence_and_catch_up(tmp_path, photos, opennsfw):

@@ -107,6 +107,14 @@ def test_rerun_skips_done_inputs_and_refuses_other_settings(
     paths = [row["path"] for row in _rows(output)]
     assert len(paths) == len(set(paths)) == second.rows
 
+    # A part a killed writer left without its footer: moved aside, its rows redone.
+    torn = sorted(output.glob("*.parquet"))[-1]
+    lost = pq.read_table(torn).num_rows
+    torn.write_bytes(torn.read_bytes()[:100])
+    third = scan([str(collection)], output, _options(tiny_vit_folder))
+    assert third.scanned == lost and third.rows == second.rows
+    assert (output / f".unreadable-{torn.name}").exists()
+
     with pytest.raises(ScanError, match="other settings") as info:
         scan([str(collection)], output, _options(tiny_vit_folder, threshold=0.3))
     assert info.value.code == "scan_invalid"

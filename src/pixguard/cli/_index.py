@@ -8,15 +8,15 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import PixguardError
 from ..classify import Classifier
-from ..index import INDEX_KINDS, Index
+from ..index import INDEX_KINDS, Index, migrate
+from ..index import cluster as cluster_index
 from ..models import DEFAULT_MODEL
-from ._common import EXIT_SOME_INPUTS_FAILED, fail, progress_bar, stderr
+from ._common import EXIT_SOME_INPUTS_FAILED, fail, print_table, progress_bar, stderr
 from ._inputs import expand_paths
 
 __all__ = ["index_app"]
@@ -25,11 +25,18 @@ index_app = typer.Typer(
     help="Similarity search, near-duplicates, clustering and known-bad banks.", no_args_is_help=True
 )
 
-IndexOption = Annotated[Path, typer.Option("--index", "-i", help="The index folder.")]
+IndexOption = Annotated[
+    str,
+    typer.Option(
+        "--index",
+        "-i",
+        help="The index: a folder (FAISS), milvus:FILE.db or milvus://HOST:PORT/COLLECTION.",
+    ),
+]
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
 
 
-def _open(folder: Path, *, create: bool = False, kind: str = "auto") -> Index:
+def _open(folder: str, *, create: bool = False, kind: str = "auto") -> Index:
     try:
         return Index.open(folder, create=create, kind=kind)
     except PixguardError as exc:
@@ -47,7 +54,7 @@ def _emit(rows: Any, output_format: str, render: Any) -> None:
     if output_format == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output_format == "table":
-        Console().print(render(rows))
+        print_table(render(rows))
     else:
         raise typer.BadParameter("must be table or json", param_hint="--format")
 
@@ -57,7 +64,7 @@ def add(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Images or folders (or nothing, with --embeddings).")
     ] = None,
-    index: IndexOption = Path("index"),
+    index: IndexOption = "index",
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Default: the index's model, else marqo-nsfw-384."),
@@ -135,7 +142,7 @@ def _hits_table(rows: list[dict[str, Any]]) -> Table:
 @index_app.command("search")
 def search(
     query: Annotated[str, typer.Argument(help="An image path, or id:N for an entry.")],
-    index: IndexOption = Path("index"),
+    index: IndexOption = "index",
     k: Annotated[int, typer.Option("-k", min=1, help="How many results.")] = 10,
     min_similarity: Annotated[
         float | None, typer.Option(help="Drop results below this cosine similarity.")
@@ -166,7 +173,7 @@ def search(
 @index_app.command("remove")
 def remove(
     ids: Annotated[list[int], typer.Argument(help="Entry ids.")],
-    index: IndexOption = Path("index"),
+    index: IndexOption = "index",
 ) -> None:
     """Remove entries by id (exit 1 when some ids were not there)."""
     with _open(index) as store:
@@ -180,7 +187,7 @@ def remove(
 
 
 @index_app.command("stats")
-def stats(index: IndexOption = Path("index"), output_format: FormatOption = "table") -> None:
+def stats(index: IndexOption = "index", output_format: FormatOption = "table") -> None:
     """What the index holds and how it was built."""
     with _open(index) as store:
         try:
@@ -199,7 +206,7 @@ def stats(index: IndexOption = Path("index"), output_format: FormatOption = "tab
 
 @index_app.command("dedupe")
 def dedupe(
-    index: IndexOption = Path("index"),
+    index: IndexOption = "index",
     threshold: Annotated[
         float, typer.Option(help="Cosine similarity that makes two entries near-duplicates.")
     ] = 0.95,
@@ -230,7 +237,7 @@ def dedupe(
 
 @index_app.command("cluster")
 def cluster(
-    index: IndexOption = Path("index"),
+    index: IndexOption = "index",
     k: Annotated[int, typer.Option("-k", min=1, help="Number of clusters.")] = 8,
     flagged: Annotated[bool, typer.Option(help="Cluster only entries labelled nsfw.")] = False,
     sheets: Annotated[
@@ -241,7 +248,7 @@ def cluster(
     """k-means over the embeddings: cluster sizes and representative images."""
     with _open(index) as store:
         try:
-            clusters = store.cluster(k, flagged_only=flagged, sheets=sheets)
+            clusters = cluster_index(store, k, flagged_only=flagged, sheets=sheets)
         except PixguardError as exc:
             raise fail(exc) from None
 
@@ -261,7 +268,7 @@ def cluster(
 
 @index_app.command("rebuild")
 def rebuild(
-    index: IndexOption = Path("index"),
+    index: IndexOption = "index",
     kind: Annotated[
         str | None, typer.Option(help=f"Switch to {', '.join(INDEX_KINDS)} (or auto).")
     ] = None,
@@ -273,3 +280,26 @@ def rebuild(
         except PixguardError as exc:
             raise fail(exc) from None
         typer.echo(json.dumps(store.stats()))
+
+
+@index_app.command("migrate")
+def migrate_command(
+    source: Annotated[str, typer.Option("--from", help="The index to copy (folder or URI).")],
+    target: Annotated[
+        str,
+        typer.Option("--to", help="Where to copy it: milvus:FILE.db, milvus://..., or a folder."),
+    ],
+) -> None:
+    """Copy an index (entries, vectors, aliases, bank threshold) to another store.
+
+    Rerunning after a stop skips what the target already holds.
+    """
+    with _open(source) as origin, _open(target, create=True) as destination:
+        try:
+            total = origin.stats()["entries"]
+            with progress_bar(stderr.is_terminal and total > 1, "migrating") as bar:
+                task = bar.add_task("migrate", total=total)
+                added = migrate(origin, destination, on_progress=lambda n: bar.advance(task, n))
+        except PixguardError as exc:
+            raise fail(exc) from None
+        typer.echo(json.dumps({"added": added, "target": destination.stats()}))

@@ -20,6 +20,7 @@ from ..scale import (
     ObjectStoreOptions,
     ScanOptions,
     ScanSummary,
+    load_into_index,
     scan,
 )
 from ._common import ModelOption, fail, progress_bar, stderr
@@ -66,6 +67,12 @@ def scan_command(
     embeddings: Annotated[
         bool, typer.Option("--embeddings/--no-embeddings", help="Keep each image's embedding.")
     ] = True,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            help="Also load the embeddings into this index: a folder, milvus:FILE.db or milvus://HOST:PORT/COLLECTION."
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option("--resume/--no-resume", help="Skip inputs already in the output folder."),
@@ -136,6 +143,14 @@ def scan_command(
             )
         except PixguardError as exc:
             raise fail(exc) from None
+    if index is not None:
+        if not embeddings:
+            raise typer.BadParameter("--index needs the embeddings", param_hint="--no-embeddings")
+        try:
+            with stderr.status(f"loading embeddings into {index}"):
+                summary.indexed = load_into_index(output, index)
+        except PixguardError as exc:
+            raise fail(exc) from None
     _report(summary, output_format)
 
 
@@ -156,4 +171,6 @@ def _report(summary: ScanSummary, output_format: str) -> None:
     table.add_row("scanned now", str(summary.scanned))
     table.add_row("skipped (already done)", str(summary.skipped))
     table.add_row("images/s", f"{summary.images_per_second:.1f}")
+    if summary.indexed is not None:
+        table.add_row("new index entries", str(summary.indexed))
     stderr.print(table)

@@ -24,7 +24,7 @@ from ._control import (
     load_controlnet,
     load_depth_estimator,
 )
-from ._gate import GateAction, GateDecision, SafetyGate
+from ._gate import BlurScope, GateAction, GateDecision, SafetyGate
 from ._loading import load_loras, load_pipeline
 from ._variants import Variant
 
@@ -109,6 +109,7 @@ class Generator:
         safety_model: str | os.PathLike[str] = DEFAULT_MODEL,
         safety_threshold: float | None = None,
         safety_action: GateAction = "block",
+        blur_scope: BlurScope = "whole",
         classifier: Classifier | None = None,
         device: str = "auto",
         dtype: str = "auto",
@@ -134,6 +135,7 @@ class Generator:
         gate = SafetyGate(
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
+            blur_scope=blur_scope,
         )
         target = pick_device(device)
         torch_dtype = {
@@ -211,7 +213,7 @@ class Generator:
         image = (
             control_image.convert("RGB")
             if hasattr(control_image, "convert")
-            else load_image(control_image).frames[0]
+            else load_image(control_image, limits=self.gate.classifier.limits).frames[0]
         )
         self.gate.screen_input(image, describe_source(control_image))
         estimator = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import GenerationError, ModelLoadError, UnsafeWeightsError
+from .._exceptions import GenerationError, ModelLoadError, ModelNotCachedError, UnsafeWeightsError
 from ._variants import VARIANTS, Variant
 
 __all__ = ["LoadedPipeline", "load_loras", "load_pipeline", "safetensors_location"]
@@ -68,7 +68,7 @@ def load_pipeline(
         )
     if spec is not None:
         return LoadedPipeline(
-            _from_pretrained(spec.repo, text, torch_dtype, extra), spec.name, spec
+            _from_pretrained(spec.repo, text, torch_dtype, extra, hub=True), spec.name, spec
         )
     if (path / "model_index.json").is_file():
         extra |= _null_components(path)
@@ -82,15 +82,34 @@ def load_pipeline(
     )
 
 
-def _from_pretrained(source: str, label: str, torch_dtype: Any, extra: dict[str, Any]) -> Any:
+def _from_pretrained(
+    source: str, label: str, torch_dtype: Any, extra: dict[str, Any], *, hub: bool = False
+) -> Any:
     from diffusers import StableDiffusion3Pipeline
 
     try:
         return StableDiffusion3Pipeline.from_pretrained(
             source, torch_dtype=torch_dtype, use_safetensors=True, **extra
         )
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load the pipeline: {exc}", source=label) from exc
+    except OSError as exc:
+        if hub:
+            # diffusers' own text points at a stack trace the user never sees.
+            raise ModelNotCachedError(
+                f"{source} is not in the Hugging Face cache, or the Hub cannot be reached. "
+                f"It is gated: accept its terms at https://huggingface.co/{source}, log in "
+                "with `hf auth login` (or set HF_TOKEN), then run once online; or pass a "
+                "local diffusers folder or single-file checkpoint with --variant FOLDER",
+                source=label,
+            ) from exc
+        raise ModelLoadError(
+            f"cannot load the pipeline folder: {_first_line(exc)}", source=label
+        ) from exc
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot load the pipeline: {_first_line(exc)}", source=label) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _null_components(folder: Path) -> dict[str, None]:

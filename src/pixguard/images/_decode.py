@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat as stat_module
 import struct
 import threading
 from collections.abc import Callable
@@ -77,6 +78,8 @@ class DecodedImage:
     ``frames`` are 8-bit RGB, upright (EXIF orientation applied) and alpha-free.
     For a still image there is one frame; for an animation, an even sample of at
     most ``DecodeLimits.max_frames`` frames whose indices are in ``frame_indices``.
+    Given a ``min_size``, animation frames are shrunk as they are read (by a whole
+    factor, both sides staying at least that large), so no full-size canvas is kept.
     """
 
     frames: tuple[Image.Image, ...]
@@ -133,7 +136,13 @@ def load_image(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise TooManyPixelsError(str(exc), source=name) from exc
+        # Pillow's own guard fired before pixguard's header check: quote the
+        # configured limit, not Pillow's.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise TooManyPixelsError(
+            f"{size} exceeds the {limits.max_pixels:,}-pixel limit", source=name
+        ) from exc
     except MemoryError as exc:
         raise TooManyPixelsError("not enough memory to decode the image", source=name) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
@@ -213,12 +222,22 @@ def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise ImageNotFoundError(
+                "is a dangling symbolic link (its target does not exist)", source=name
+            ) from exc
         raise ImageNotFoundError("no such file", source=name) from exc
     except OSError as exc:
         raise ImageUnreadableError(f"cannot access the file ({exc.strerror})", source=name) from exc
     if path.is_dir():
         raise ImageUnreadableError("is a directory, not an image file", source=name)
-    _check_byte_count(stat.st_size, name, limits)
+    if not stat_module.S_ISREG(stat.st_mode):
+        # A FIFO or a device would block or never end.
+        raise ImageUnreadableError("is not a regular file (a FIFO, socket or device)", source=name)
+    # Files such as /proc's report size 0 and still hold data: only the upper
+    # bound is checked before reading, emptiness after.
+    if stat.st_size > limits.max_bytes:
+        _check_byte_count(stat.st_size, name, limits)
     try:
         with path.open("rb") as handle:
             data = _read_stream(handle.read, name, limits)
@@ -324,7 +343,7 @@ def _from_pil(
         image.seek(index)
         _check_pixels(image.size, name, limits)
         image.load()
-        frames.append(_finish_frame(image, limits))
+        frames.append(_reduced(_finish_frame(image, limits), min_size))
     return DecodedImage(
         frames=tuple(frames),
         frame_indices=tuple(indices),
@@ -370,6 +389,16 @@ def _upright(image: Image.Image) -> Image.Image:
 
 def _finish_frame(image: Image.Image, limits: DecodeLimits) -> Image.Image:
     return to_rgb(_upright(image), limits.background)
+
+
+def _reduced(frame: Image.Image, min_size: tuple[int, int] | None) -> Image.Image:
+    """``frame`` shrunk by the largest whole factor that keeps both sides at least as
+    large as the model's resize target (a box filter, like DCT scaling for JPEG)."""
+    if min_size is None:
+        return frame
+    side = max(min_size)
+    factor = min(frame.width // side, frame.height // side)
+    return frame.reduce(factor) if factor >= 2 else frame
 
 
 def _sample_frame_indices(frame_count: int, limits: DecodeLimits) -> list[int]:

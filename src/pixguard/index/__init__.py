@@ -1,16 +1,32 @@
-"""Embedding index: similarity search, near-duplicates, clustering, known-bad banks."""
+"""Embedding index: similarity search, near-duplicates, clustering, known-bad banks,
+over FAISS + SQLite (a folder) or Milvus (a Milvus Lite file, or a server)."""
 
-from ._index import DEFAULT_BANK_THRESHOLD, AddReport, BankMatch, Cluster, Hit, Index
-from ._store import Entry
-from ._vectors import INDEX_KINDS
+from ._analysis import Cluster, cluster, contact_sheet
+from ._faiss_store import REFRESH_SECONDS
+from ._index import DEFAULT_BANK_THRESHOLD, MILVUS_PREFIX, AddReport, BankMatch, Hit, Index
+from ._migrate import migrate
+from ._milvus_store import TOKEN_ENV as MILVUS_TOKEN_ENV
+from ._store import Entry, NewEntry
+from ._stores import IndexStore
+from ._vectors import INDEX_KINDS, VectorIndex, normalise
 
 __all__ = [
     "DEFAULT_BANK_THRESHOLD",
     "INDEX_KINDS",
+    "MILVUS_PREFIX",
+    "MILVUS_TOKEN_ENV",
+    "REFRESH_SECONDS",
     "AddReport",
     "BankMatch",
     "Cluster",
     "Entry",
     "Hit",
     "Index",
+    "IndexStore",
+    "NewEntry",
+    "VectorIndex",
+    "cluster",
+    "contact_sheet",
+    "migrate",
+    "normalise",
 ]

@@ -4,9 +4,8 @@ clustering and known-bad banks."""
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,21 @@ from .._exceptions import (
     InferenceError,
     PixguardError,
 )
-from .._files import atomic_file, file_sha256
+from .._files import file_sha256
 from ..classify import Classifier, Prediction
 from ..images import ImageInput, describe_source
-from ._store import Entry, MetadataStore, NewEntry
-from ._vectors import INDEX_KINDS, VectorIndex, auto_kind, normalise
+from ._faiss_store import FaissStore
+from ._milvus_store import MilvusStore
+from ._store import Entry, NewEntry
+from ._stores import IndexStore
+from ._vectors import normalise
 
-__all__ = ["DEFAULT_BANK_THRESHOLD", "AddReport", "BankMatch", "Cluster", "Hit", "Index"]
+__all__ = ["DEFAULT_BANK_THRESHOLD", "MILVUS_PREFIX", "AddReport", "BankMatch", "Hit", "Index"]
 
-DB_NAME = "index.db"
 #: Cosine similarity above which a bank entry flags an image as a re-upload.
 DEFAULT_BANK_THRESHOLD = 0.92
-#: Vectors added before the FAISS structure is saved again (the database is
-#: always current; the saved structure only shortens the catch-up at open).
-SAVE_EVERY = 20_000
+#: ``Index.open`` locations that name a Milvus store rather than a folder.
+MILVUS_PREFIX = "milvus:"
 
 
 @dataclass(frozen=True)
@@ -87,22 +87,6 @@ class AddReport:
         }
 
 
-@dataclass(frozen=True)
-class Cluster:
-    id: int
-    size: int
-    representatives: list[Entry]
-    contact_sheet: Path | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cluster": self.id,
-            "size": self.size,
-            "representatives": [entry.to_dict() for entry in self.representatives],
-            "contact_sheet": str(self.contact_sheet) if self.contact_sheet else None,
-        }
-
-
 def _sha256_of(source: ImageInput) -> str | None:
     """Hash of the encoded bytes, or None when the input has none (PIL, arrays)."""
     if isinstance(source, str | os.PathLike):
@@ -123,42 +107,35 @@ def _unreadable(source: str, exc: OSError) -> ImageError:
 
 
 class Index:
-    """Embeddings in FAISS, metadata in SQLite (WAL), in one folder.
+    """A persistent embedding index over one of two stores, chosen by location:
 
-    Open with :meth:`open`; close (or use ``with``) to save the FAISS structure.
-    An index records the model and embedding size it was built with; adding or
-    searching with another is an :class:`IndexModelMismatchError`.
+    - a folder: FAISS + SQLite on this machine;
+    - ``milvus:PATH.db``: an embedded Milvus Lite file;
+    - ``milvus://HOST:PORT/COLLECTION``: a Milvus server or cluster (token from
+      ``PIXGUARD_MILVUS_TOKEN``).
+
+    Open with :meth:`open`; close (or use ``with``). An index records the model and
+    embedding size it was built with; adding or searching with another is an
+    :class:`IndexModelMismatchError`.
     """
 
-    def __init__(self, folder: Path, store: MetadataStore, kind: str) -> None:
-        self.folder = folder
+    def __init__(self, store: IndexStore) -> None:
         self._store = store
-        self._requested_kind = kind
-        self._vectors: VectorIndex | None = None
-        self._watermark = 0
-        self._unsaved = 0
-        self._stale_ids = False
 
     @classmethod
     def open(
-        cls, folder: str | os.PathLike[str], *, create: bool = True, kind: str = "auto"
+        cls, location: str | os.PathLike[str], *, create: bool = True, kind: str = "auto"
     ) -> Index:
-        """Open (or create) the index in ``folder``; ``kind`` is auto, flat, hnsw or ivfpq."""
-        folder = Path(folder)
-        if kind != "auto" and kind not in INDEX_KINDS:
-            raise IndexStoreError(
-                f"unknown index kind {kind!r} (use auto or {', '.join(INDEX_KINDS)})"
-            )
-        if not (folder / DB_NAME).exists():
-            if not create:
+        """Open (or create) the index at ``location``; ``kind`` (auto, flat, hnsw or
+        ivfpq) applies to FAISS folders."""
+        text = os.fspath(location)
+        if text.startswith(MILVUS_PREFIX):
+            if kind != "auto":
                 raise IndexStoreError(
-                    "no index here (create one with `pixguard index add`)", source=str(folder)
+                    "--kind applies to FAISS folders; Milvus chooses its own index", source=text
                 )
-            folder.mkdir(parents=True, exist_ok=True)
-        store = MetadataStore(folder / DB_NAME)
-        if kind != "auto":
-            store.set_meta("kind", kind)
-        return cls(folder, store, store.get_meta("kind") or "auto")
+            return cls(MilvusStore(text, create=create))
+        return cls(FaissStore(Path(text), create=create, kind=kind))
 
     def __enter__(self) -> Index:
         return self
@@ -167,131 +144,84 @@ class Index:
         self.close()
 
     def close(self) -> None:
-        if self._vectors is not None and self._unsaved:
-            self._save()
         self._store.close()
+
+    @property
+    def location(self) -> str:
+        return self._store.location
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of a FAISS index (None for Milvus)."""
+        return getattr(self._store, "folder", None)
 
     # -- what the index was built with --------------------------------------------------
 
     @property
     def model(self) -> str | None:
-        return self._store.get_meta("model")
+        bound = self._store.bound()
+        return None if bound is None else bound[0]
 
     @property
     def dim(self) -> int | None:
-        value = self._store.get_meta("dim")
-        return None if value is None else int(value)
+        bound = self._store.bound()
+        return None if bound is None else bound[1]
 
     @property
     def bank_threshold(self) -> float:
-        value = self._store.get_meta("bank_threshold")
+        value = self._store.get_setting("bank_threshold")
         return DEFAULT_BANK_THRESHOLD if value is None else float(value)
 
     @bank_threshold.setter
     def bank_threshold(self, value: float) -> None:
         if not 0.0 < value <= 1.0:
             raise IndexStoreError("the bank threshold is a cosine similarity in (0, 1]")
-        self._store.set_meta("bank_threshold", repr(float(value)))
+        self._store.set_setting("bank_threshold", repr(float(value)))
 
     def _bind(self, model: str, dim: int) -> None:
-        if self.model is None:
-            self._store.set_meta("model", model)
-            self._store.set_meta("dim", str(dim))
-            return
-        if model != self.model or dim != self.dim:
+        """Record ``model``/``dim`` if the index has none (atomically, in the store),
+        else check them against what it holds."""
+        held_model, held_dim = self._store.bind(model, dim)
+        if model != held_model or dim != held_dim:
             raise IndexModelMismatchError(
-                f"this index holds {self.dim}-d embeddings of {self.model!r}; "
+                f"this index holds {held_dim}-d embeddings of {held_model!r}; "
                 f"got {dim}-d embeddings of {model!r}. Use the same --model, or another index.",
-                source=str(self.folder),
+                source=self.location,
             )
 
-    # -- the FAISS structure, derived from the database ------------------------------
-
-    def _ready(self) -> VectorIndex | None:
-        if self._vectors is not None:
-            return self._vectors
-        if self.dim is None:
-            return None
-        kind = self._desired_kind()
-        loaded = VectorIndex.load_latest(
-            self.folder, self._store.uuid, self._store.last_id_issued()
-        )
-        if loaded is not None and loaded[0].kind == kind:
-            self._vectors, self._watermark = loaded
-        else:
-            self._vectors, self._watermark = self._fresh(kind), 0
-        self._catch_up()
-        self._stale_ids = self._vectors.count != self._store.count()
-        return self._vectors
-
-    def _desired_kind(self) -> str:
-        return (
-            self._requested_kind
-            if self._requested_kind != "auto"
-            else auto_kind(self._store.count())
-        )
-
-    def _fresh(self, kind: str) -> VectorIndex:
-        assert self.dim is not None
-        training = self._training_sample() if kind == "ivfpq" else None
-        try:
-            return VectorIndex.create(self.dim, kind, training)
-        except ValueError as exc:
-            raise IndexStoreError(str(exc), source=str(self.folder)) from exc
-
-    def _catch_up(self) -> None:
-        """Add every committed row above the watermark, ours or another process's.
-
-        Writers are serialised by SQLite and ids grow in commit order, so rows above
-        the watermark are exactly those the structure does not hold yet.
-        """
-        assert self._vectors is not None and self.dim is not None
-        for ids, vectors in self._store.iter_vectors(self.dim, after_id=self._watermark):
-            self._vectors.add(ids, vectors)
-            self._watermark = int(ids[-1])
-            self._unsaved += len(ids)
-        if self._unsaved >= SAVE_EVERY:
-            self._save()
-
-    def _training_sample(self) -> np.ndarray:
-        parts = [vectors for _, vectors in self._store.iter_vectors(self.dim or 0)]
-        if not parts:
-            raise IndexStoreError("an IVF-PQ index needs vectors to train on; add some first")
-        return normalise(np.concatenate(parts))
-
-    def _save(self) -> None:
-        assert self._vectors is not None
-        self._vectors.save(self.folder, self._store.uuid, self._watermark)
-        self._unsaved = 0
+    def _check(self, model: str, dim: int) -> None:
+        """Like :meth:`_bind`, but never records: for searching."""
+        bound = self._store.bound()
+        if bound is not None and (model, dim) != bound:
+            self._bind(model, dim)  # raises the mismatch with its message
 
     def rebuild(self, kind: str | None = None) -> None:
-        """Rebuild the FAISS structure from the database (after removals, or to switch kind)."""
-        if kind is not None and kind != "auto" and kind not in INDEX_KINDS:
-            raise IndexStoreError(
-                f"unknown index kind {kind!r} (use auto or {', '.join(INDEX_KINDS)})"
-            )
-        if self.dim is None:
-            raise IndexStoreError("the index is empty", source=str(self.folder))
-        requested = kind or self._requested_kind
-        target = requested if requested != "auto" else auto_kind(self._store.count())
-        fresh = self._fresh(target)  # fails before anything is changed
-        self._vectors, self._watermark, self._unsaved = fresh, 0, 0
-        self._catch_up()
-        self._save()
-        if kind is not None:
-            self._requested_kind = kind
-            self._store.set_meta("kind", kind)
-        self._stale_ids = False
+        """Rebuild the FAISS structure from the database (after removals, or to switch
+        kind). Milvus maintains its own index."""
+        self._store.rebuild(kind)
 
     # -- adding ----------------------------------------------------------------------
 
     def _commit(self, entries: list[NewEntry], model: str) -> list[int]:
-        """Commit ``entries`` (the acknowledgement), then bring the structure up to date
-        from the database, which also picks up rows other processes committed."""
-        ids = self._store.add(entries, model)
-        if ids and self._ready() is not None and self._vectors is not None:
-            self._catch_up()
-        return ids
+        return self._store.add(entries, model)
+
+    def add_entries(self, entries: Sequence[NewEntry], *, model: str) -> AddReport:
+        """Add embeddings computed elsewhere (a scan, another index), each with the
+        sha256 of its bytes; ``model`` must be the index's model."""
+        report = AddReport()
+        if not entries:
+            return report
+        dims = {int(np.asarray(entry.vector).shape[0]) for entry in entries}
+        if len(dims) != 1:
+            raise IndexStoreError(f"the vectors have several sizes: {sorted(dims)}")
+        self._bind(model, dims.pop())
+        prepared = [
+            NewEntry(e.sha256, e.source, e.label, e.score, normalise(e.vector[None])[0], e.tags)
+            for e in entries
+        ]
+        report.added.extend(self._commit(prepared, model))
+        report.duplicates = len(prepared) - len(report.added)
+        return report
 
     def add_images(
         self,
@@ -400,9 +330,9 @@ class Index:
         self, query: int | np.ndarray | ImageInput, classifier: Classifier | None
     ) -> np.ndarray:
         if isinstance(query, int | np.integer):
-            vector = self._store.vector(int(query), self.dim or 0)
+            vector = self._store.vector(int(query))
             if vector is None:
-                raise IndexEntryNotFoundError(f"no entry with id {query}", source=str(self.folder))
+                raise IndexEntryNotFoundError(f"no entry with id {query}", source=self.location)
             return vector
         if isinstance(query, np.ndarray) and query.ndim == 1:
             if self.dim is not None and query.shape[0] != self.dim:
@@ -412,8 +342,7 @@ class Index:
             return query.astype(np.float32)
         if classifier is None:
             raise IndexStoreError("searching by image needs a classifier to embed it")
-        if self.model is not None:
-            self._bind(classifier.name, classifier.embedding_dim)
+        self._check(classifier.name, classifier.embedding_dim)
         prediction = classifier.classify(query)
         assert prediction.embedding is not None
         return prediction.embedding
@@ -434,45 +363,16 @@ class Index:
     def search_vectors(
         self, vectors: np.ndarray, *, k: int = 10, min_similarity: float | None = None
     ) -> list[list[Hit]]:
-        index = self._ready()
-        if index is None:
-            return [[] for _ in range(len(vectors))]
         queries = normalise(np.asarray(vectors, dtype=np.float32))
+        found = self._store.search(queries, k) if len(queries) else []
+        entries = self._store.entries({i for hits in found for i, _ in hits})
         results = []
-        for query in queries:
-            fetch = k if not self._stale_ids else 2 * k + 8
-            while True:
-                hits, exhausted = self._search_one(index, query, fetch)
-                live = len(hits) >= k or exhausted
-                if live:
-                    break
-                fetch *= 4  # removed entries crowd the neighbourhood: look further
+        for hits in found:
+            live = [Hit(entries[i], similarity) for i, similarity in hits if i in entries]
             if min_similarity is not None:
-                hits = [hit for hit in hits if hit.similarity >= min_similarity]
-            results.append(hits[:k])
+                live = [hit for hit in live if hit.similarity >= min_similarity]
+            results.append(live[:k])
         return results
-
-    def _search_one(
-        self, index: VectorIndex, query: np.ndarray, fetch: int
-    ) -> tuple[list[Hit], bool]:
-        similarities, ids = index.search(query[None], min(fetch, max(index.count, 1)))
-        candidates = [int(i) for i in ids[0] if i >= 0]
-        entries = self._store.entries(candidates)
-        if index.kind == "ivfpq" and candidates:
-            # Compressed codes give approximate scores: rescore with the exact vectors.
-            exact = self._store.vectors([i for i in candidates if i in entries], self.dim or 0)
-            scored = {i: float(normalise(v[None])[0] @ query) for i, v in exact.items()}
-        else:
-            scored = {
-                int(i): float(s) for s, i in zip(similarities[0], ids[0], strict=True) if i >= 0
-            }
-        hits = [
-            Hit(entries[i], scored[i])
-            for i in dict.fromkeys(candidates)
-            if i in entries and i in scored
-        ]
-        hits.sort(key=lambda hit: -hit.similarity)
-        return hits, len(candidates) < fetch or fetch >= index.count
 
     def match(
         self, predictions: Sequence[Prediction], *, threshold: float | None = None
@@ -487,7 +387,7 @@ class Index:
             return results  # an empty bank matches nothing, and stays unbound
         first = predictions[usable[0]]
         assert first.embedding is not None
-        self._bind(first.model, int(first.embedding.shape[0]))  # checks, never binds here
+        self._check(first.model, int(first.embedding.shape[0]))
         vectors = np.stack(
             [p.embedding for i in usable if (p := predictions[i]).embedding is not None]
         )
@@ -500,23 +400,30 @@ class Index:
     def remove(self, ids: Iterable[int]) -> int:
         """Remove entries; returns how many existed."""
         ids = sorted({int(i) for i in ids})
-        removed = self._store.remove(ids)
-        index = self._ready()
-        if index is not None and not index.remove(ids):
-            self._stale_ids = True
-        self._unsaved += removed
-        return removed
+        return self._store.remove(ids)
+
+    def entries(self, ids: Iterable[int]) -> dict[int, Entry]:
+        """Entries by id (ids that do not exist are left out)."""
+        return self._store.entries(ids)
+
+    def aliases(self) -> dict[str, list[str]]:
+        """Other names under which known bytes were added: sha256 -> names."""
+        return self._store.aliases()
+
+    def add_alias(self, sha256: str, source: str) -> None:
+        self._store.add_alias(sha256, source)
+
+    def iter_vectors(self, *, label: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of every entry, or those with ``label``, in batches."""
+        return self._store.iter_vectors(label=label)
 
     def stats(self) -> dict[str, Any]:
-        index = self._ready()
         return {
-            "folder": str(self.folder),
+            **self._store.describe(),
             "model": self.model,
             "dim": self.dim,
             "entries": self._store.count(),
             "labels": self._store.label_counts(),
-            "kind": index.kind if index else None,
-            "vectors_in_structure": index.count if index else 0,
             "bank_threshold": self.bank_threshold,
         }
 
@@ -533,7 +440,7 @@ class Index:
                 x = parent[x]
             return x
 
-        for ids, vectors in self._store.iter_vectors(self.dim):
+        for ids, vectors in self._store.iter_vectors():
             for entry_id, hits in zip(
                 ids,
                 self.search_vectors(vectors, k=neighbours, min_similarity=threshold),
@@ -552,7 +459,7 @@ class Index:
                 result.append(
                     {"kind": "near", "entries": [entries[i].to_dict() for i in sorted(entries)]}
                 )
-        for sha, sources in self._store.aliases().items():
+        for sha, sources in self.aliases().items():
             entry = self._store.by_sha([sha]).get(sha)
             if entry is not None:
                 result.append(
@@ -564,90 +471,3 @@ class Index:
                     }
                 )
         return result
-
-    def cluster(
-        self,
-        k: int,
-        *,
-        flagged_only: bool = False,
-        sheets: Path | None = None,
-        representatives: int = 9,
-        seed: int = 0,
-    ) -> list[Cluster]:
-        """k-means (FAISS, spherical) over all entries, or only those labelled nsfw."""
-        import faiss
-
-        if self.dim is None:
-            raise IndexStoreError("the index is empty")
-        label = "nsfw" if flagged_only else None
-        parts = list(self._store.iter_vectors(self.dim, label=label))
-        if not parts:
-            raise IndexStoreError(
-                "no entries to cluster" + (" (none flagged nsfw)" if flagged_only else "")
-            )
-        ids = np.concatenate([p[0] for p in parts])
-        vectors = normalise(np.concatenate([p[1] for p in parts]))
-        k = max(1, min(k, len(ids)))
-        kmeans = faiss.Kmeans(
-            self.dim,
-            k,
-            niter=25,
-            spherical=True,
-            seed=seed,
-            verbose=False,
-            min_points_per_centroid=1,
-        )
-        kmeans.train(vectors)
-        _, assignment = kmeans.index.search(vectors, 1)
-        clusters = []
-        for cluster_id in range(k):
-            members = np.flatnonzero(assignment[:, 0] == cluster_id)
-            if not len(members):
-                continue
-            closeness = vectors[members] @ kmeans.centroids[cluster_id]
-            chosen = ids[members[np.argsort(-closeness)[:representatives]]]
-            entries = self._store.entries(int(i) for i in chosen)
-            ordered = [entries[int(i)] for i in chosen if int(i) in entries]
-            sheet = (
-                _contact_sheet(ordered, sheets / f"cluster-{cluster_id:03d}.png")
-                if sheets
-                else None
-            )
-            clusters.append(Cluster(cluster_id, len(members), ordered, sheet))
-        return sorted(clusters, key=lambda c: -c.size)
-
-
-_THUMB = 160
-
-
-def _contact_sheet(entries: list[Entry], path: Path) -> Path | None:
-    """A grid of thumbnails of the entries whose source files can still be read."""
-    from PIL import Image, ImageDraw
-
-    from ..images import DecodeLimits, load_image
-
-    thumbs = []
-    for entry in entries:
-        if not entry.source:
-            continue
-        try:
-            frame = load_image(
-                entry.source, limits=DecodeLimits(), min_size=(_THUMB, _THUMB)
-            ).frames[0]
-        except ImageError:
-            continue
-        frame.thumbnail((_THUMB, _THUMB))
-        thumbs.append((entry, frame))
-    if not thumbs:
-        return None
-    columns = math.ceil(math.sqrt(len(thumbs)))
-    rows = math.ceil(len(thumbs) / columns)
-    sheet = Image.new("RGB", (columns * (_THUMB + 8), rows * (_THUMB + 24)), (32, 32, 32))
-    draw = ImageDraw.Draw(sheet)
-    for position, (entry, thumb) in enumerate(thumbs):
-        x, y = (position % columns) * (_THUMB + 8) + 4, (position // columns) * (_THUMB + 24) + 4
-        sheet.paste(thumb, (x + (_THUMB - thumb.width) // 2, y + (_THUMB - thumb.height) // 2))
-        draw.text((x, y + _THUMB + 4), f"#{entry.id} {entry.label or ''}", fill=(230, 230, 230))
-    with atomic_file(path) as temporary:
-        sheet.save(temporary, format="PNG")
-    return path

@@ -128,6 +128,24 @@ class MetadataStore:
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def bind_model(self, model: str, dim: int) -> tuple[str, int]:
+        """Record ``model`` and ``dim`` unless the index already has them, and return
+        what it holds. Check and record are one transaction, so two first adds with
+        different models cannot both pass."""
+        with transaction(self._db):
+            for key, value in (("model", model), ("dim", str(dim))):
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                )
+            rows = dict(
+                self._db.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dim')")
+            )
+        return rows["model"], int(rows["dim"])
+
+    def live_ids(self, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that still exist."""
+        return {row["id"] for row in self._rows_in("id", "id", ids)}
+
     def existing_hashes(self, hashes: Iterable[str]) -> set[str]:
         return {row["sha256"] for row in self._rows_in("sha256", "sha256", list(hashes))}
 
@@ -152,8 +170,8 @@ class MetadataStore:
                         np.ascontiguousarray(entry.vector, dtype=np.float32).tobytes(),
                     ),
                 )
-                if cursor.rowcount:
-                    ids.append(int(cursor.lastrowid))
+                if cursor.rowcount and cursor.lastrowid is not None:
+                    ids.append(cursor.lastrowid)
                 elif entry.source:
                     self.add_alias(entry.sha256, entry.source)
         return ids

@@ -643,7 +643,8 @@ class ReviewQueue:
         after_id: int = 0,
         limit: int = 100,
     ) -> list[DecisionRecord]:
-        clauses, params = ["id > ?"], [after_id]
+        clauses = ["id > ?"]
+        params: list[int | str] = [after_id]
         if item_id is not None:
             clauses.append("item_id = ?")
             params.append(item_id)

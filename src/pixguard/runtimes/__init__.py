@@ -16,6 +16,7 @@ from ._base import Runtime, RuntimeOutput
 from ._cache import cache_root
 from ._capabilities import bf16_supported, cpu_precisions
 from ._dispatch import PRECISIONS, RUNTIMES, open_runtime, register_loader
+from ._explain import HeatmapMethod, OcclusionMethod, nsfw_log_odds, open_heatmap_method
 from ._parity import (
     PARITY_TOLERANCE,
     ParityReference,
@@ -37,8 +38,10 @@ __all__ = [
     "PARITY_TOLERANCE",
     "PRECISIONS",
     "RUNTIMES",
+    "HeatmapMethod",
     "LoadedRuntime",
     "ModelArtifacts",
+    "OcclusionMethod",
     "OnnxRuntime",
     "OpenVinoRuntime",
     "ParityReference",
@@ -53,6 +56,8 @@ __all__ = [
     "compare_with_reference",
     "cpu_precisions",
     "load_runtime",
+    "nsfw_log_odds",
+    "open_heatmap_method",
     "open_runtime",
     "parity_images",
     "parity_reference",

@@ -2,8 +2,7 @@
 decode with pixguard's limits, classify, and turn each input into one output row.
 
 It is a callable class so Ray can build it once per actor (the model loads once);
-the local engine builds one and calls the same two stages, overlapping the
-reading/decoding of the next batch with inference on the current one.
+the local engine builds one and calls it the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +22,13 @@ from ..images import DecodeLimits
 from ..policy import Policy
 from ._sources import ObjectStoreOptions, read_input
 
-__all__ = ["ScanBatch", "ScanOptions", "output_schema"]
+__all__ = ["PASSES_PER_CALL", "ScanBatch", "ScanOptions", "output_schema"]
 
 #: Inputs read and decoded at once per engine worker; reading is mostly I/O wait.
 DEFAULT_READ_THREADS = 4
+#: Forward passes per call of the batch function: enough for reading/decoding to
+#: overlap inference inside one call, few enough to keep a call's memory small.
+PASSES_PER_CALL = 4
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,26 @@ class ScanBatch:
         dim = self.classifier.embedding_dim if options.embeddings else None
         self.schema = output_schema(dim)
         self._pool = ThreadPoolExecutor(options.read_threads, thread_name_prefix="pixguard-scan")
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="pixguard-scan-ahead")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.finish(self.prepare(batch))
+        """Rows for ``batch``, in order, processed in forward passes of ``batch_size``:
+        reading and decoding the next pass's inputs overlaps inference on the
+        current one, so the model is not left idle waiting for I/O."""
+        size = self.options.batch_size
+        pieces = [batch.slice(start, size) for start in range(0, batch.num_rows, size)]
+        tables = []
+        upcoming = self._ahead.submit(self.prepare, pieces[0]) if pieces else None
+        for position in range(len(pieces)):
+            assert upcoming is not None
+            reads = upcoming.result()
+            if position + 1 < len(pieces):
+                upcoming = self._ahead.submit(self.prepare, pieces[position + 1])
+            tables.append(self.finish(reads))
+        return pa.concat_tables(tables) if tables else self.schema.empty_table()
 
     def close(self) -> None:
+        self._ahead.shutdown(wait=True)
         self._pool.shutdown(wait=True)
         self.classifier.close()
 

@@ -21,7 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .._exceptions import ScanError
-from .._files import write_json_atomic
+from .._files import atomic_file, write_json_atomic
 
 __all__ = [
     "MANIFEST",
@@ -121,11 +121,8 @@ class PartWriter:
             return
         table = pa.concat_tables(self._pending).cast(self.schema)
         target = self.output / f"part-{self.run_id}-{self._parts:05d}.parquet"
-        temporary = self.output / f".{target.name}.tmp"
-        pq.write_table(table, temporary)
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        with atomic_file(target) as temporary:
+            pq.write_table(table, temporary)
         self._parts += 1
         self._pending, self._rows = [], 0
 
@@ -142,6 +139,8 @@ class ScanSummary:
     scanned: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    #: New entries loaded into an index (``scan --index``), or None.
+    indexed: int | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -158,6 +157,7 @@ class ScanSummary:
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
+            "indexed": self.indexed,
         }
 
 

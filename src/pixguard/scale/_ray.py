@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from .._exceptions import ScanError
-from ._batch import ScanBatch, ScanOptions
-from ._sources import ScanInput
+from ._batch import PASSES_PER_CALL, ScanBatch, ScanOptions
+from ._sources import ScanInput, listing_table
 
 __all__ = ["actor_pool_options", "run_ray"]
+
+BLOCKS_PER_WORKER = 4
 
 
 def actor_pool_options(workers: int) -> dict[str, Any]:
@@ -63,18 +63,15 @@ def run_ray(
     import ray.data
 
     connect(address)
-    listing = pa.table(
-        {
-            "path": pa.array([item.path for item in inputs], pa.string()),
-            "size": pa.array([item.size for item in inputs], pa.int64()),
-        }
-    )
-    blocks = max(1, min(len(inputs) // options.batch_size, workers * 4))
+    listing = listing_table(inputs)
+    per_call = options.batch_size * PASSES_PER_CALL
+    # About four blocks per worker, so a slow node takes fewer of them.
+    blocks = max(1, min(len(inputs) // per_call, workers * BLOCKS_PER_WORKER))
     dataset = ray.data.from_arrow(listing).repartition(blocks)
     rows = dataset.map_batches(
         ScanBatch,
         fn_constructor_args=(options,),
-        batch_size=options.batch_size,
+        batch_size=per_call,
         batch_format="pyarrow",
         num_cpus=cpus_per_worker,
         num_gpus=gpus_per_worker,

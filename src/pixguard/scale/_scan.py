@@ -18,7 +18,7 @@ from ._output import (
     new_run_id,
     summarise,
 )
-from ._sources import ObjectStoreOptions, ScanInput, list_inputs
+from ._sources import ScanInput, list_inputs
 
 __all__ = ["ENGINES", "scan"]
 
@@ -53,8 +53,7 @@ def scan(
     if workers < 1 or options.batch_size < 1 or rows_per_file < 1:
         raise ScanError("workers, batch size and rows per file must be at least 1")
     output = Path(output)
-    store = options.store or ObjectStoreOptions()
-    inputs = list_inputs(list(sources), store)
+    inputs = list_inputs(list(sources), options.store)
     if not inputs:
         raise ScanError("the sources hold no image files", source=", ".join(sources))
     check_manifest(output, _manifest(options), resume=resume)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,7 +27,7 @@ from .._exceptions import (
 )
 from ..images import IMAGE_SUFFIXES
 
-__all__ = ["ObjectStoreOptions", "ScanInput", "list_inputs", "read_input"]
+__all__ = ["ObjectStoreOptions", "ScanInput", "list_inputs", "listing_table", "read_input"]
 
 S3_SCHEME = "s3://"
 #: Files whose lines (or ``path`` column) name the inputs, instead of being inputs.
@@ -69,6 +70,16 @@ class ScanInput:
 
     path: str
     size: int | None = None
+
+
+def listing_table(inputs: Sequence[ScanInput]) -> pa.Table:
+    """Inputs as the table the batch function takes: ``path`` and ``size``."""
+    return pa.table(
+        {
+            "path": pa.array([item.path for item in inputs], pa.string()),
+            "size": pa.array([item.size for item in inputs], pa.int64()),
+        }
+    )
 
 
 def _is_s3(path: str) -> bool:

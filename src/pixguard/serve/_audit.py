@@ -72,7 +72,8 @@ class AuditLog:
         after_id: int = 0,
     ) -> list[dict[str, Any]]:
         """Decisions in id order after ``after_id`` (cursor pagination)."""
-        clauses, params = ["id > ?"], [after_id]
+        clauses = ["id > ?"]
+        params: list[object] = [after_id]
         for column, value, op in (
             ("label", label, "="),
             ("action", action, "="),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,6 +16,8 @@ from .._sqlite import connect
 __all__ = ["ApiKey", "KeyStore", "Role"]
 
 _PREFIX = "pgk"
+#: Key ids are SQLite integers (at most 2**63 - 1); 18 digits always fit.
+_MAX_ID_DIGITS = 18
 
 
 class Role(StrEnum):
@@ -70,13 +73,17 @@ class KeyStore:
             "INSERT INTO keys (name, digest, created, role) VALUES (?, ?, ?, ?)",
             (name, _digest(secret), now, role),
         )
-        key_id = int(cursor.lastrowid)
+        key_id = cursor.lastrowid
+        if key_id is None:  # sqlite3 sets it after every INSERT that stores a row
+            raise sqlite3.DatabaseError("the key was not stored")
         return ApiKey(key_id, name, now, False, role), f"{_PREFIX}_{key_id}_{secret}"
 
     def verify(self, token: str) -> ApiKey | None:
         prefix, _, rest = token.partition("_")
         key_id, _, secret = rest.partition("_")
-        if prefix != _PREFIX or not key_id.isdigit() or not secret:
+        # isdigit() alone accepts non-ASCII digits such as "²", which int() refuses.
+        well_formed = key_id.isascii() and key_id.isdigit() and len(key_id) <= _MAX_ID_DIGITS
+        if prefix != _PREFIX or not well_formed or not secret:
             return None
         row = self._db.execute(
             "SELECT id, name, digest, created, revoked, role FROM keys WHERE id = ?",

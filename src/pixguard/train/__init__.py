@@ -4,6 +4,7 @@ from ._config import FinetuneConfig
 from ._data import Dataset, Sample, load_dataset
 from ._evaluate import calibrate, evaluate
 from ._finetune import FinetuneResult, finetune
+from ._probe import train_probe
 
 __all__ = [
     "Dataset",
@@ -14,4 +15,5 @@ __all__ = [
     "evaluate",
     "finetune",
     "load_dataset",
+    "train_probe",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,8 @@ class Dataset:
         if not 0.0 < val_fraction < 1.0:
             raise DatasetError("the validation fraction must be between 0 and 1")
         rng = np.random.default_rng(seed)
-        train, val = [], []
+        train: list[int] = []
+        val: list[int] = []
         targets = self.targets
         for cls in range(len(self.classes)):
             members = rng.permutation(np.flatnonzero(targets == cls))
@@ -61,7 +63,7 @@ def _from_folder(root: Path) -> list[Sample]:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise DatasetError("an image folder needs at least two class sub-folders", source=str(root))
-    samples = []
+    samples: list[Sample] = []
     for folder in classes:
         files = sorted(
             p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -93,7 +95,7 @@ def _from_manifest(path: Path) -> list[Sample]:
     return samples
 
 
-def load_dataset(source: str | Path) -> Dataset:
+def load_dataset(source: str | os.PathLike[str]) -> Dataset:
     """Read an ImageFolder or a ``.csv``/``.jsonl`` manifest (paths relative to it)."""
     source = Path(source)
     if source.is_dir():

@@ -87,15 +87,14 @@ def train_full(
     pp = artifacts.spec.preprocessing
     train_tf = create_transform(**resolve_model_data_config(model), is_training=True)
     generator = torch.Generator().manual_seed(config.seed)
+    # _Images is a map-style dataset (len and getitem), which DataLoader takes as
+    # it is; torch's annotations ask for its own Dataset class.
+    train_images: Any = _Images(train, train_tf, pp, True)
+    val_images: Any = _Images(val, None, pp, False)
     loader = torch.utils.data.DataLoader(
-        _Images(train, train_tf, pp, True),
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=generator,
+        train_images, batch_size=config.batch_size, shuffle=True, generator=generator
     )
-    val_loader = torch.utils.data.DataLoader(
-        _Images(val, None, pp, False), batch_size=config.batch_size
-    )
+    val_loader = torch.utils.data.DataLoader(val_images, batch_size=config.batch_size)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.learning_rate(),
