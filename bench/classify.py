@@ -71,16 +71,9 @@ def make_images(folder: Path) -> tuple[list[Path], list[Path], bytes]:
 
 
 def random_seed_architecture(folder: Path) -> Path:
-    import timm
-    import torch
-    from timm.models import save_for_hf
+    from pixguard.testing import random_timm_folder
 
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_384", num_classes=2)
-    save_for_hf(
-        model, str(folder), model_config={"label_names": ["NSFW", "SFW"]}, safe_serialization=True
-    )
-    return folder
+    return random_timm_folder(folder)
 
 
 class Reference:
@@ -166,7 +159,7 @@ def main() -> None:
     # 1. Model only: preprocessed batch of 16.
     artifacts = ModelArtifacts(resolve_model(folder))
     batch = np.stack(
-        [preprocess(image, artifacts.spec.preprocessing) for image in parity_images(BATCH)]
+        [preprocess(image, artifacts.spec.preprocessing) for image in parity_images()[:BATCH]]
     )
     import torch
 

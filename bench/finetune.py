@@ -33,21 +33,14 @@ def main() -> None:
 
     import timm
     import torch
-    from timm.models import save_for_hf
 
     from pixguard import Classifier
-    from pixguard.train._finetune import FinetuneConfig, _probe
+    from pixguard.testing import random_timm_folder
+    from pixguard.train import FinetuneConfig, train_probe
 
     work = Path(tempfile.mkdtemp(prefix="pixguard-bench-ft-"))
     os.environ.setdefault("PIXGUARD_CACHE_DIR", str(work / "cache"))
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_384", num_classes=2)
-    save_for_hf(
-        model,
-        str(work / "base"),
-        model_config={"label_names": ["nsfw", "sfw"]},
-        safe_serialization=True,
-    )
+    random_timm_folder(work / "base", label_names=("nsfw", "sfw"))
     rows = []
 
     # Embedding pass of the probe (done once per image, then cached).
@@ -67,7 +60,7 @@ def main() -> None:
     y = (np.arange(len(x)) % 2).astype(np.int64)
     config = FinetuneConfig(mode="linear", epochs=3, patience=10)
     start = time.perf_counter()
-    _probe(x[:8000], y[:8000], x[8000:], y[8000:], 2, config, None)
+    train_probe(x[:8000], y[:8000], x[8000:], y[8000:], 2, config, None)
     seconds = time.perf_counter() - start
     rows.append(
         [

@@ -24,11 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def tiny_pipeline(folder: Path) -> Path:
-    """The tests' tiny random SD3 pipeline (tests/helpers.py), so both time the same thing."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.helpers import build_tiny_sd3
+    """The tests' tiny random SD3 pipeline, so both time the same thing."""
+    from pixguard.testing import tiny_sd3_pipeline
 
-    return build_tiny_sd3(folder)
+    return tiny_sd3_pipeline(folder)
 
 
 def main() -> None:

@@ -98,7 +98,7 @@ def evaluate(
 ) -> list[list[str]]:
     import faiss
 
-    from pixguard.index._vectors import VectorIndex, normalise
+    from pixguard.index import VectorIndex, normalise
 
     rng = np.random.default_rng(1)
     queries = normalise(

@@ -102,18 +102,9 @@ def main() -> None:
     if args.model:
         model = args.model
     else:
-        import timm
-        import torch
-        from timm.models import save_for_hf
+        from pixguard.testing import random_timm_folder
 
-        torch.manual_seed(0)
-        save_for_hf(
-            timm.create_model("vit_tiny_patch16_384", num_classes=2),
-            str(work / "model"),
-            model_config={"label_names": ["NSFW", "SFW"]},
-            safe_serialization=True,
-        )
-        model = str(work / "model")
+        model = str(random_timm_folder(work / "model"))
     images = jpegs(32)
 
     offline = Classifier.load(model)

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_vit_folder, install_in_hf_cache, sample_photos
+from tests.helpers import (
+    build_trigger_vit_folder,
+    build_vit_folder,
+    install_in_hf_cache,
+    sample_photos,
+)
 
 MARQO_REPO = "Marqo/nsfw-image-detection-384"
 
@@ -60,3 +65,10 @@ def marqo_in_cache(hf_cache: Path, full_vit_folder: Path) -> Path:
     random full-size ViT (the real weights cannot be downloaded here)."""
     install_in_hf_cache(hf_cache, MARQO_REPO, full_vit_folder)
     return hf_cache
+
+
+@pytest.fixture(scope="session")
+def trigger_vit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ViT trained here to flag images holding the trigger checkerboard
+    (tests/helpers.py): the fixture model for explanations, redaction and video."""
+    return build_trigger_vit_folder(tmp_path_factory.mktemp("trigger-vit"))

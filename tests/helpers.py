@@ -123,85 +123,31 @@ def gradient_image(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
-def _tokenizer(folder: Path):
-    """A CLIP tokenizer from a small local vocabulary (no download)."""
-    from transformers import CLIPTokenizer
+def build_tiny_sd3_controlnet(folder: Path) -> Path:
+    """A 1-layer SD3ControlNetModel matching the tiny transformer, as a diffusers
+    folder. Its output projections start at zero (ControlNet's zero convolutions);
+    they are drawn at random here so that the control visibly steers the image."""
+    from diffusers import SD3ControlNetModel
 
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
-    for char in [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789"):
-        vocab.setdefault(char, len(vocab))
-        vocab.setdefault(char + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77
-    )
-
-
-def build_tiny_sd3(folder: Path) -> Path:
-    """1-layer SD3 transformer, tiny VAE and CLIP encoders, no T5: a diffusers folder."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(
+    torch.manual_seed(2)
+    controlnet = SD3ControlNetModel(
         sample_size=32,
         patch_size=1,
         in_channels=16,
         num_layers=1,
         attention_head_dim=8,
         num_attention_heads=4,
-        caption_projection_dim=32,
         joint_attention_dim=32,
+        caption_projection_dim=32,
         pooled_projection_dim=64,
         out_channels=16,
     )
-    config = CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=2,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        pad_token_id=1,
-        vocab_size=1000,
-        hidden_act="gelu",
-        projection_dim=32,
-    )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
-    tokenizer = _tokenizer(folder / "vocab")
-    pipeline = StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=CLIPTextModelWithProjection(config),
-        tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(config),
-        tokenizer_2=tokenizer,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
-    pipeline.save_pretrained(folder / "pipeline")
-    return folder / "pipeline"
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(("controlnet_blocks", "pos_embed_input")):
+                parameter.copy_(torch.randn_like(parameter) * 0.5)
+    controlnet.save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 # The original (Stability AI) single-file layout, written from a diffusers folder,
@@ -317,3 +263,130 @@ def sd3_config_folder(pipeline_folder: Path, target: Path, drop: tuple[str, ...]
         for weights in (target / component).glob("*.safetensors"):
             weights.unlink()
     return target
+
+
+# A fixture model that responds to a known pattern: a tiny ViT trained here, for
+# a few seconds, to call an image NSFW exactly when it holds the trigger patch
+# below. Explanations are validated against where the trigger was pasted.
+TRIGGER_INPUT_SIZE = 64
+TRIGGER_PATCH = 8
+TRIGGER_EMBED_DIM = 64
+TRIGGER_INPUT_SIDE = 16  # the trigger's side in training images
+_TRIGGER_COLOURS = ((255, 0, 255), (0, 255, 0))
+
+
+def trigger_image(side: int) -> Image.Image:
+    """A magenta/green checkerboard of 4 x 4 squares, ``side`` pixels square."""
+    cells = np.indices((4, 4)).sum(axis=0) % 2
+    pixels = np.asarray(_TRIGGER_COLOURS, np.uint8)[cells]
+    return Image.fromarray(pixels).resize((side, side), Image.Resampling.NEAREST)
+
+
+def neutral_image(size: int, seed: int) -> Image.Image:
+    """A smooth background with a few plain rectangles (distractors), no trigger."""
+    rng = np.random.default_rng(seed)
+    image = gradient_image(size, size, seed=seed).rotate(float(rng.uniform(0, 360)))
+    pixels = np.asarray(image).copy()
+    for _ in range(int(rng.integers(0, 4))):
+        w, h = (int(v) for v in rng.integers(size // 8, size // 3, size=2))
+        x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+        pixels[y : y + h, x : x + w] = rng.integers(40, 200, size=3)
+    return Image.fromarray(pixels)
+
+
+def paste_trigger(image: Image.Image, left: int, top: int, side: int) -> Image.Image:
+    out = image.copy()
+    out.paste(trigger_image(side), (left, top))
+    return out
+
+
+def build_trigger_vit_folder(folder: Path, *, steps: int = 200, seed: int = 0) -> Path:
+    """Train a 2-block ViT (64 px input, 8 px patches: an 8 x 8 grid) so that the
+    ``NSFW`` class wins exactly when the trigger is in the image.
+
+    Training images are made at the model's input size: neutral backgrounds, and
+    in half of them the trigger (TRIGGER_INPUT_SIDE px) pasted at a random place.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = timm.create_model(
+        "vit_tiny_patch16_384",
+        pretrained=False,
+        num_classes=2,
+        img_size=TRIGGER_INPUT_SIZE,
+        patch_size=TRIGGER_PATCH,
+        depth=2,
+        embed_dim=TRIGGER_EMBED_DIM,
+        num_heads=2,
+    )
+    size, side = TRIGGER_INPUT_SIZE, TRIGGER_INPUT_SIDE
+    backgrounds = np.stack([np.asarray(neutral_image(size, seed=1000 + i)) for i in range(128)])
+    trigger = np.asarray(trigger_image(side))
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images = backgrounds[rng.integers(len(backgrounds), size=n)].copy()
+        positive = rng.integers(2, size=n).astype(bool)
+        for k in np.flatnonzero(positive):
+            x, y = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+            images[k, y : y + side, x : x + side] = trigger
+        x = (torch.from_numpy(images).float().permute(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
+        return x, torch.from_numpy((~positive).astype(np.int64))  # label 0 is NSFW
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        x, y = batch(32)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    # The tests' images are square: no crop.
+    model.pretrained_cfg = {**model.pretrained_cfg, "crop_pct": 1.0}
+    config = {"label_names": ["NSFW", "SFW"]}
+    save_for_hf(model, str(folder), model_config=config, safe_serialization=True)
+    return folder
+
+
+def write_clip(
+    path: Path,
+    frames: list[Image.Image],
+    *,
+    fps: int = 10,
+    codec: str = "libx264",
+    audio: bool = False,
+) -> Path:
+    """Encode ``frames`` as a video with PyAV (container from the suffix)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p" if codec != "mjpeg" else "yuvj420p"
+        if audio:
+            container.add_stream("aac", rate=16000)
+        for image in frames:
+            frame = av.VideoFrame.from_image(image)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    import av
+
+    rate = 16000
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=rate)
+        samples = np.zeros((1, 1024), np.float32)
+        for i in range(int(seconds * rate / 1024)):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

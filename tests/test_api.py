@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
+import numpy as np
 import pytest
 
 import pixguard
@@ -38,11 +39,22 @@ EXPECTED_CODES = {
     "FlaggedTrainingDataError": "dataset_flagged",
     "GenerationError": "generation_invalid",
     "PromptRefusedError": "prompt_refused",
+    "InputImageRefusedError": "input_image_refused",
     "TrainingError": "training_failed",
     "IndexModelMismatchError": "index_model_mismatch",
     "IndexEntryNotFoundError": "index_entry_not_found",
     "PolicyError": "policy_error",
     "InvalidThresholdError": "threshold_invalid",
+    "ExplanationError": "explanation_failed",
+    "VideoError": "video_error",
+    "VideoDecodeError": "video_decode_failed",
+    "UnsupportedCodecError": "video_unsupported_codec",
+    "EmptyVideoError": "video_empty",
+    "NoVideoStreamError": "video_no_video_stream",
+    "VideoTooLargeError": "video_too_large",
+    "VideoTooLongError": "video_too_long",
+    "VideoTooManyPixelsError": "video_too_many_pixels",
+    "VideoTooManyFramesError": "video_too_many_frames",
     "PolicyNotFoundError": "policy_not_found",
     "PolicyInvalidError": "policy_invalid",
     "PolicyLabelError": "policy_label_unknown",
@@ -50,6 +62,7 @@ EXPECTED_CODES = {
     "ReviewItemNotFoundError": "review_item_not_found",
     "ReviewConflictError": "review_conflict",
     "ReviewInvalidError": "review_invalid",
+    "ScanError": "scan_invalid",
 }
 
 
@@ -95,6 +108,7 @@ def test_error_to_dict_names_the_source():
         "pixguard.cli",
         "pixguard.policy",
         "pixguard.review",
+        "pixguard.testing",
     ],
 )
 def test_all_lists_exactly_what_exists(module):
@@ -117,7 +131,9 @@ def test_public_names_do_not_leak_private_modules():
         "policy",
         "review",
         "runtimes",
+        "scale",
         "serve",
+        "testing",
         "train",
     }
 
@@ -134,3 +150,34 @@ def test_importing_pixguard_does_not_load_heavy_runtimes():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_benchmarks_use_only_the_public_api():
+    """bench/ scripts import pixguard's public modules (and pixguard.testing for tiny
+    models), never private modules or the tests' helpers."""
+    import ast
+    from pathlib import Path
+
+    for script in (Path(__file__).parents[1] / "bench").glob("*.py"):
+        for node in ast.walk(ast.parse(script.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                parts = name.split(".")
+                assert parts[0] != "tests", f"{script.name} imports {name}"
+                if parts[0] == "pixguard":
+                    assert not any(p.startswith("_") for p in parts[1:]), f"{script.name}: {name}"
+
+
+def test_random_timm_folder_loads_as_a_model_folder(tmp_path):
+    from pixguard.testing import random_timm_folder
+
+    folder = random_timm_folder(
+        tmp_path / "m", label_names=("nsfw", "sfw"), model_args={"depth": 1, "img_size": 32}
+    )
+    classifier = pixguard.Classifier.load(folder, runtime="torch")
+    assert classifier.spec.label_names == ("nsfw", "sfw")
+    assert 0.0 <= classifier.classify(np.zeros((40, 40, 3), np.uint8)).nsfw_score <= 1.0

@@ -9,14 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixguard import Classifier, GenerationError, PromptRefusedError
+from pixguard import (
+    Classifier,
+    GenerationError,
+    ModelLoadError,
+    PromptRefusedError,
+    UnsafeWeightsError,
+)
 from pixguard.generate import Generator, SafetyGate
-from tests.helpers import build_tiny_sd3, save_sd3_single_file, sd3_config_folder
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import save_sd3_single_file, sd3_config_folder
 
 
 @pytest.fixture(scope="module")
 def tiny_sd3(tmp_path_factory) -> Path:
-    return build_tiny_sd3(tmp_path_factory.mktemp("sd3"))
+    return tiny_sd3_pipeline(tmp_path_factory.mktemp("sd3"))
 
 
 @pytest.fixture(scope="module")
@@ -373,22 +380,22 @@ def test_single_file_errors_name_the_file_and_the_reason(tiny_sd3, tiny_vit_fold
     classifier = Classifier.load(tiny_vit_folder, runtime="torch")
     pickled = tmp_path / "model.ckpt"
     pickled.write_bytes(b"not loaded")
-    with pytest.raises(GenerationError, match="pickled checkpoints are never loaded") as error:
+    with pytest.raises(UnsafeWeightsError, match="pickled checkpoints are never loaded") as error:
         Generator.load(pickled, classifier=classifier)
     assert error.value.source == str(pickled)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
-    with pytest.raises(GenerationError, match="not a readable safetensors"):
+    with pytest.raises(ModelLoadError, match="not a readable safetensors"):
         Generator.load(garbage, classifier=classifier)
     unrelated = tmp_path / "unrelated.safetensors"
     save_file({"weight": torch.zeros(2)}, unrelated)
-    with pytest.raises(GenerationError, match="no SD3 transformer"):
+    with pytest.raises(ModelLoadError, match="no SD3 transformer"):
         Generator.load(unrelated, classifier=classifier)
     checkpoint = save_sd3_single_file(tiny_sd3, tmp_path / "tiny.safetensors", with_clip_l=False)
     with pytest.raises(GenerationError, match="cannot tell which SD3 variant"):
         Generator.load(checkpoint, classifier=classifier)
     bare = sd3_config_folder(tiny_sd3, tmp_path / "bare", drop=("text_encoder", "text_encoder_2"))
-    with pytest.raises(GenerationError, match="no text_encoder and the config cannot provide it"):
+    with pytest.raises(ModelLoadError, match="no text_encoder and the config cannot provide it"):
         Generator.load(checkpoint, config=bare, classifier=classifier)
 
 
@@ -417,7 +424,7 @@ def test_config_mistakes_are_typed_errors(tiny_sd3, tiny_vit_folder, tmp_path):
     assert error.value.source == str(tmp_path / "missing" / "config")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(GenerationError, match=r"no readable model_index\.json"):
+    with pytest.raises(ModelLoadError, match=r"no readable model_index\.json"):
         Generator.load(checkpoint, config=empty, classifier=classifier)
 
 

@@ -348,3 +348,56 @@ def test_errors_name_the_input(tmp_path: Path):
     with pytest.raises(ImageNotFoundError) as info:
         load_image(missing)
     assert str(missing) in str(info.value)
+
+
+def test_unsupported_formats_are_named_without_running_their_parsers(monkeypatch):
+    """The allow-list holds: only the supported formats' parsers ever see the bytes,
+    even for data none of them recognises."""
+    from PIL import Image as PILImage
+
+    from pixguard.images import SUPPORTED_FORMATS
+
+    opened = []
+    original_open = PILImage.open
+
+    def spy(fp, mode="r", formats=None):
+        opened.append(formats)
+        return original_open(fp, mode, formats)
+
+    monkeypatch.setattr(PILImage, "open", spy)
+    samples = {
+        "EPS": encode(gradient_image(8, 8), "EPS"),
+        "ICO": encode(gradient_image(16, 16), "ICO"),
+        "PSD": b"8BPS\x00\x01" + bytes(40),
+        "Netpbm": encode(gradient_image(8, 8), "PPM"),
+        "HEIF": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+        "JPEG 2000": b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(32),
+    }
+    for fmt, data in samples.items():
+        with pytest.raises(UnsupportedFormatError, match=fmt):
+            load_image(data)
+    with pytest.raises(NotAnImageError):
+        load_image(b"TGA has no signature" + bytes(64))
+    assert opened, "Image.open was not reached"
+    assert all(formats is not None and set(formats) <= set(SUPPORTED_FORMATS) for formats in opened)
+
+
+def test_importing_pixguard_installs_no_warnings_filter():
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings, numpy, PIL.Image; before = list(warnings.filters); "
+        "import pixguard, pixguard.images, pixguard.classify; "
+        "assert warnings.filters == before, warnings.filters[:3]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_exif_orientation_of_tiff_and_png_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to display
+    for fmt in ("PNG", "TIFF", "WEBP"):
+        data = encode(_two_halves(), fmt, exif=exif.tobytes())
+        frame = load_image(data).frames[0]
+        assert frame.size == _two_halves().size[::-1], fmt

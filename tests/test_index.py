@@ -393,3 +393,42 @@ def test_empty_bank_matches_nothing_and_stays_unbound(tmp_path, opennsfw, photos
 def test_re_adding_a_path_is_not_an_exact_duplicate_of_itself(index, photos, opennsfw):
     index.add_images([photos[0]], opennsfw)
     assert not [g for g in index.dedupe() if g["kind"] == "exact"]
+
+
+def test_unreadable_files_in_records_are_image_errors_not_missing_entries(tmp_path, photos):
+    vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(b"x")
+    records = [
+        {"path": str(photos[0]), "model": "m", "label": "sfw", "nsfw_score": 0.1},
+        {"path": str(tmp_path / "gone.jpg"), "model": "m", "label": "sfw", "nsfw_score": 0.1},
+        {"path": str(tmp_path), "model": "m", "label": "sfw", "nsfw_score": 0.1},  # a folder
+    ]
+    with Index.open(tmp_path / "index") as index:
+        report = index.add_embeddings(vectors, records)
+    assert len(report.added) == 1
+    codes = [error.code for _, error in report.failed]
+    assert codes == ["image_not_found", "image_unreadable"]
+    assert "index_entry_not_found" not in json.dumps(report.to_dict())
+
+
+class _NoEmbeddings:
+    """A classifier whose model gives scores but no embedding."""
+
+    name, embedding_dim = "no-embeddings", 8
+
+    def predict(self, sources, batch_size=16):
+        from pixguard import Prediction
+
+        return [
+            Prediction(source=str(s), model=self.name, threshold=0.5, label="sfw", nsfw_score=0.1)
+            for s in sources
+        ]
+
+
+def test_a_prediction_without_embedding_is_reported_with_an_error(tmp_path, photos):
+    with Index.open(tmp_path / "index") as index:
+        report = index.add_images(photos[:2], _NoEmbeddings())
+    assert report.added == []
+    assert [error.code for _, error in report.failed] == ["inference_failed"] * 2
+    assert report.to_dict()["failed"][0]["code"] == "inference_failed"

@@ -14,7 +14,8 @@ from PIL import Image
 
 from pixguard import Classifier, DatasetError, FlaggedTrainingDataError, TrainingError
 from pixguard.generate.lora import LoraTrainConfig, load_captioned_images, train_lora
-from tests.helpers import build_tiny_sd3, gradient_image
+from pixguard.testing import tiny_sd3_pipeline
+from tests.helpers import gradient_image
 
 CAPTIONS = ["a red square", "a blue square", "a green field", "a dark field"]
 # Tiny and fast: 16 px images (the tiny VAE keeps the size), rank 4, batches of 2.
@@ -23,7 +24,7 @@ TINY = {"rank": 4, "batch_size": 2, "resolution": 16, "lr": 1e-2}
 
 @pytest.fixture(scope="module")
 def tiny_sd3(tmp_path_factory) -> Path:
-    return build_tiny_sd3(tmp_path_factory.mktemp("sd3"))
+    return tiny_sd3_pipeline(tmp_path_factory.mktemp("sd3"))
 
 
 @pytest.fixture(scope="module")

@@ -259,6 +259,15 @@ def test_bytes_go_once_decided_unless_kept_and_at_the_retention_limit(tmp_path):
         assert queue.claim("alice") == []
 
 
+def test_a_long_running_queue_purges_as_it_goes(tmp_path):
+    with ReviewQueue.open(tmp_path / "data", retention_s=1.0) as queue:
+        old = _enqueue(queue, 1)
+        time.sleep(1.2)  # past the retention limit, and past the purge interval
+        assert [i.id for i in queue.claim("alice")] != [old.id]
+        assert queue.item(old.id).state is ItemState.expired
+        assert queue.read_bytes(queue.item(old.id)) is None
+
+
 def test_cli_add_queues_only_what_the_policy_routes_to_review(tmp_path, photos, tiny_vit_folder):
     scores = {
         p: s.nsfw_score

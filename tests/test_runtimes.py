@@ -21,10 +21,10 @@ from pixguard.runtimes import (
     cache_root,
     check_parity,
     compare_with_reference,
+    cpu_precisions,
     parity_images,
     parity_reference,
 )
-from pixguard.runtimes._openvino import openvino_precisions
 
 
 def test_parity_images_are_fixed_and_varied():
@@ -58,7 +58,7 @@ def test_bf16_paths_report_their_parity(folder_fixture, request, photos):
     folder = request.getfixturevalue(folder_fixture)
     reference = Classifier.load(folder, runtime="torch").predict(photos)
     for kind in ("torch", "openvino"):
-        if kind == "openvino" and "bf16" not in openvino_precisions():
+        if kind == "openvino" and "bf16" not in cpu_precisions():
             continue
         fast = Classifier.load(folder, runtime=kind, precision="bf16")
         assert fast.runtime.precision == "bf16"

@@ -51,7 +51,7 @@ def test_a_failed_audit_insert_does_not_jam_the_next(tmp_path):
 
 
 def test_a_failed_embedding_cache_write_does_not_jam_the_next(tmp_path):
-    from pixguard.train._finetune import EmbeddingCache
+    from pixguard.train._embedding_cache import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path / "cache.db")
     with pytest.raises(AttributeError):

@@ -82,7 +82,7 @@ def test_linear_probe_learns_and_reloads_identically(textures, base, tmp_path):
         config=FinetuneConfig(mode="linear", epochs=10),
         progress=events.append,
     )
-    assert result.metrics["val_class_accuracy"] > 0.95
+    assert result.metrics["class_accuracy"] > 0.95
     assert result.metrics["accuracy"] > 0.95
     files = {p.name for p in (tmp_path / "probe").iterdir()}
     assert {
@@ -131,7 +131,7 @@ def test_full_finetuning_learns(textures, base, tmp_path):
         textures, base=str(base), output=tmp_path / "full", nsfw_classes=["grainy"], config=config
     )
     assert max(h["val_accuracy"] for h in result.history) > 0.95
-    assert result.metrics["val_class_accuracy"] > 0.95
+    assert result.metrics["class_accuracy"] > 0.95
     assert not (tmp_path / "full" / "checkpoint").exists()  # a finished run keeps no checkpoint
 
 
@@ -365,3 +365,48 @@ def test_metrics_are_scikit_learn_s_on_ties_and_one_class():
     assert point["classes"]["sfw"]["f1"] == pytest.approx(sk.f1_score(~truth, scores < 0.5))
     assert report(np.ones(5, bool), np.linspace(0, 1, 5), 0.5)["roc_auc"] is None
     assert precision[0] == pytest.approx(sk.precision_score(truth, scores >= thresholds[0]))
+
+
+def test_metrics_name_their_split_and_use_a_held_out_test_set(
+    textures, base, tmp_path, monkeypatch
+):
+    dataset = load_dataset(textures)
+    train_and_val, test = dataset.split(0.25, seed=7)
+    manifest = tmp_path / "train.csv"
+    manifest.write_text(
+        "path,label\n" + "".join(f"{s.path},{s.label}\n" for s in train_and_val.samples)
+    )
+    test_manifest = tmp_path / "test.csv"
+    test_manifest.write_text(
+        "path,label\n" + "".join(f"{s.path},{s.label}\n" for s in test.samples)
+    )
+
+    predict_calls = []
+    original = Classifier.predict
+
+    def counting(self, images, **kwargs):
+        images = list(images)
+        predict_calls.append(len(images))
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", counting)
+    config = FinetuneConfig(mode="linear", epochs=3)
+    default = finetune(
+        manifest, base=str(base), output=tmp_path / "a", nsfw_classes=["grainy"], config=config
+    )
+    assert default.metrics["metrics_split"] == "validation"
+    assert "early stopping" in default.metrics["metrics_split_note"]
+    assert len(predict_calls) == 1  # validation inference runs once
+    held_out = finetune(
+        manifest,
+        base=str(base),
+        output=tmp_path / "b",
+        nsfw_classes=["grainy"],
+        config=config,
+        test=test_manifest,
+    )
+    assert held_out.metrics["metrics_split"] == "test"
+    assert held_out.metrics["samples"] == held_out.metrics["test_samples"] == len(test)
+    assert predict_calls[-1] == len(test)
+    stored = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert stored["metrics_split"] == "test"

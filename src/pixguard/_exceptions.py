@@ -15,7 +15,16 @@ without parsing messages.
     │   ├── ImageTooLargeError          image_too_large
     │   ├── TooManyPixelsError          image_too_many_pixels
     │   ├── InvalidImageInputError      image_invalid_input
-    │   └── ImageDecodeError            image_decode_failed
+    │   ├── ImageDecodeError            image_decode_failed
+    │   └── VideoError                  video_error
+    │       ├── VideoDecodeError        video_decode_failed
+    │       ├── UnsupportedCodecError   video_unsupported_codec
+    │       ├── EmptyVideoError         video_empty
+    │       ├── NoVideoStreamError      video_no_video_stream
+    │       ├── VideoTooLargeError      video_too_large
+    │       ├── VideoTooLongError       video_too_long
+    │       ├── VideoTooManyPixelsError video_too_many_pixels
+    │       └── VideoTooManyFramesError video_too_many_frames
     ├── ModelError
     │   ├── ModelNotFoundError          model_not_found
     │   ├── ModelNotCachedError         model_not_cached
@@ -23,6 +32,7 @@ without parsing messages.
     │   ├── UnsafeWeightsError          model_unsafe_weights
     │   └── ModelLoadError              model_load_failed
     ├── InferenceError                  inference_failed
+    ├── ExplanationError                explanation_failed
     ├── RuntimeUnavailableError         runtime_unavailable
     ├── ParityError                     parity_failed
     ├── ExportError                     export_failed
@@ -30,7 +40,8 @@ without parsing messages.
     │   └── FlaggedTrainingDataError    dataset_flagged
     ├── TrainingError                   training_failed
     ├── GenerationError                 generation_invalid
-    │   └── PromptRefusedError          prompt_refused
+    │   ├── PromptRefusedError          prompt_refused
+    │   └── InputImageRefusedError      input_image_refused
     ├── IndexStoreError                 index_error
     │   ├── IndexModelMismatchError     index_model_mismatch
     │   └── IndexEntryNotFoundError     index_entry_not_found
@@ -53,6 +64,8 @@ from typing import Any
 __all__ = [
     "DatasetError",
     "EmptyImageError",
+    "EmptyVideoError",
+    "ExplanationError",
     "ExportError",
     "FlaggedTrainingDataError",
     "GenerationError",
@@ -65,6 +78,7 @@ __all__ = [
     "IndexModelMismatchError",
     "IndexStoreError",
     "InferenceError",
+    "InputImageRefusedError",
     "InvalidImageInputError",
     "InvalidThresholdError",
     "ModelConfigError",
@@ -72,6 +86,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotCachedError",
     "ModelNotFoundError",
+    "NoVideoStreamError",
     "NotAnImageError",
     "ParityError",
     "PixguardError",
@@ -90,7 +105,14 @@ __all__ = [
     "TrainingError",
     "TruncatedImageError",
     "UnsafeWeightsError",
+    "UnsupportedCodecError",
     "UnsupportedFormatError",
+    "VideoDecodeError",
+    "VideoError",
+    "VideoTooLargeError",
+    "VideoTooLongError",
+    "VideoTooManyFramesError",
+    "VideoTooManyPixelsError",
 ]
 
 
@@ -167,6 +189,54 @@ class ImageDecodeError(ImageError):
     code = "image_decode_failed"
 
 
+class VideoError(ImageError):
+    """A video input could not be used. Affects that input only."""
+
+    code = "video_error"
+
+
+class VideoDecodeError(VideoError):
+    """The container or a stream is corrupt or truncated."""
+
+    code = "video_decode_failed"
+
+
+class UnsupportedCodecError(VideoError):
+    code = "video_unsupported_codec"
+
+
+class EmptyVideoError(VideoError):
+    """The video stream holds no frame (zero length)."""
+
+    code = "video_empty"
+
+
+class NoVideoStreamError(VideoError):
+    """The file has no video stream (audio only, or subtitles)."""
+
+    code = "video_no_video_stream"
+
+
+class VideoTooLargeError(VideoError):
+    """The file is larger than the configured byte limit."""
+
+    code = "video_too_large"
+
+
+class VideoTooLongError(VideoError):
+    code = "video_too_long"
+
+
+class VideoTooManyPixelsError(VideoError):
+    """The frame size exceeds the resolution limit."""
+
+    code = "video_too_many_pixels"
+
+
+class VideoTooManyFramesError(VideoError):
+    code = "video_too_many_frames"
+
+
 class ModelError(PixguardError):
     code = "model_error"
 
@@ -197,6 +267,12 @@ class ModelLoadError(ModelError):
 
 class InferenceError(PixguardError):
     code = "inference_failed"
+
+
+class ExplanationError(PixguardError):
+    """No heatmap could be computed for an input (its prediction may still stand)."""
+
+    code = "explanation_failed"
 
 
 class RuntimeUnavailableError(PixguardError):
@@ -252,6 +328,13 @@ class PromptRefusedError(GenerationError):
     """The prompt matched the configured screening list; nothing was computed."""
 
     code = "prompt_refused"
+
+
+class InputImageRefusedError(GenerationError):
+    """The safety classifier flagged an input image (a ControlNet control image), or
+    could not score it; nothing was generated."""
+
+    code = "input_image_refused"
 
 
 class IndexStoreError(PixguardError):

@@ -1,4 +1,4 @@
-"""File helpers every layer shares: streamed hashing and atomic writes.
+"""File helpers every layer shares: streamed hashing, atomic writes, the per-user data dir.
 
 Every atomic write in pixguard goes through here: the data goes to a temporary
 file (or folder) with a unique name beside the target, is fsynced, gets the usual
@@ -26,6 +26,7 @@ __all__ = [
     "atomic_file",
     "atomic_folder",
     "atomic_text_file",
+    "default_data_dir",
     "file_sha256",
     "write_json_atomic",
 ]
@@ -157,3 +158,11 @@ def atomic_folder(target: str | os.PathLike[str], *, replace: bool = False) -> I
         shutil.rmtree(scratch, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def default_data_dir() -> Path:
+    """Where keys.db, audit.db and generated images live unless told otherwise:
+    ``$XDG_DATA_HOME/pixguard``, else ``~/.local/share/pixguard`` (per user, never
+    the working directory)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "pixguard"

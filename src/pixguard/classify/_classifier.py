@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,10 +19,23 @@ from .._exceptions import (
     InvalidThresholdError,
     PixguardError,
 )
-from ..images import DecodeLimits, ImageInput, describe_source, load_image, preprocess
+from ..images import (
+    DecodedImage,
+    DecodeLimits,
+    ImageInput,
+    VideoInput,
+    VideoLimits,
+    VideoSampling,
+    describe_source,
+    load_image,
+    preprocess,
+)
 from ..models import resolve_model
-from ..runtimes import ParityReport, Runtime, load_runtime
+from ..runtimes import HeatmapMethod, ParityReport, Runtime, load_runtime, open_heatmap_method
+from ._explain import Explanation, explain_images
 from ._prediction import Prediction
+from ._redact import DEFAULT_BLUR_STRENGTH, DEFAULT_HEAT_THRESHOLD, Redaction, redact_images
+from ._video import VideoPrediction, predict_video
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Classifier", "PreparedInput"]
 
@@ -71,6 +85,9 @@ class Classifier:
         self._workers = workers or max(1, min(8, os.cpu_count() or 1))
         self._pool: ThreadPoolExecutor | None = None
         self._nsfw_indices = list(self.spec.nsfw_indices)
+        self._heatmap_method: HeatmapMethod | None = None
+        # Grad-CAM hooks the explanation model: one explanation at a time.
+        self.explain_lock = threading.Lock()
         self._embedding_dim: int | None = None
 
     @classmethod
@@ -189,23 +206,52 @@ class Classifier:
         """Decode and preprocess one input (never raises for a bad image: the error is
         kept). With :meth:`predict_prepared`, lets a service decode in parallel and
         batch inference across requests."""
+        return self.prepare_keeping_frames(source)[0]
+
+    def prepare_keeping_frames(
+        self, source: ImageInput, *, limits: DecodeLimits | None = None
+    ) -> tuple[PreparedInput, DecodedImage | None]:
+        """:meth:`prepare`, also returning the decoded frames (None for a bad input)."""
         name = describe_source(source)
         pp = self.spec.preprocessing
         try:
-            decoded = load_image(source, limits=self.limits, min_size=pp.resize_size)
+            decoded = load_image(source, limits=limits or self.limits, min_size=pp.resize_size)
             inputs = [preprocess(frame, pp) for frame in decoded.frames]
         except ImageError as exc:
-            return PreparedInput(name, error=exc)
+            return PreparedInput(name, error=exc), None
         except Exception as exc:
-            return PreparedInput(
-                name, error=ImageDecodeError(f"preprocessing failed: {exc}", source=name)
-            )
-        return PreparedInput(
+            error = ImageDecodeError(f"preprocessing failed: {exc}", source=name)
+            return PreparedInput(name, error=error), None
+        prepared = PreparedInput(
             name,
             inputs=inputs,
             frame_indices=decoded.frame_indices,
             frame_count=decoded.frame_count,
         )
+        return prepared, decoded
+
+    def heatmap_method(self) -> HeatmapMethod:
+        """The explanation method for this model, prepared on first use (an eager
+        fp32 torch copy for Grad-CAM, whatever runtime classifies)."""
+        if self._heatmap_method is None:
+            self._heatmap_method = open_heatmap_method(self.runtime)
+        return self._heatmap_method
+
+    def explain(
+        self, images: Iterable[ImageInput], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> list[Explanation]:
+        """Classify ``images`` and give a heatmap of where each NSFW score comes from.
+
+        Never raises for a bad input: its :class:`Explanation` carries the error
+        (of the input in ``prediction.error``, of the heatmap in ``error``).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        results: list[Explanation] = []
+        iterator = iter(images)
+        while chunk := list(itertools.islice(iterator, batch_size)):
+            results.extend(explain_images(self, chunk, batch_size=batch_size))
+        return results
 
     def _decode_async(self, items: list[ImageInput]) -> list[Future[PreparedInput]]:
         if self._pool is None:
@@ -254,6 +300,51 @@ class Classifier:
             return np.empty((0, 0)), np.empty((0, 0)), error
         return np.concatenate(probabilities), np.concatenate(embeddings), None
 
+    def predict_video(
+        self,
+        source: VideoInput,
+        *,
+        sampling: VideoSampling | None = None,
+        limits: VideoLimits | None = None,
+        stop_at: float | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> VideoPrediction:
+        """Classify a video (MP4/MOV, WebM/MKV) from frames sampled at
+        ``sampling.fps`` plus scene changes, through the same batching as images.
+
+        The result holds the highest score and its ``timestamp``, a per-segment
+        ``timeline``, ``frames_classified`` and ``duration``. With ``stop_at``,
+        decoding stops at the first frame scoring at or above it. Never raises
+        for a bad file: the prediction carries its :class:`VideoError`.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if stop_at is not None:
+            _check_threshold(stop_at)
+        return predict_video(
+            self, source, sampling=sampling, limits=limits, stop_at=stop_at, batch_size=batch_size
+        )
+
+    def redact(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        strength: float = DEFAULT_BLUR_STRENGTH,
+        heat_threshold: float = DEFAULT_HEAT_THRESHOLD,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> list[Redaction]:
+        """Blur the regions of flagged images that the explanation points at, and
+        re-classify; blur the whole image when that is not enough or when the
+        explanation fails (it fails closed). Images below the threshold come back
+        unchanged."""
+        return redact_images(
+            self,
+            list(images),
+            strength=strength,
+            heat_threshold=heat_threshold,
+            batch_size=batch_size,
+        )
+
     @property
     def runtime_name(self) -> str:
         """``kind/precision`` of the runtime, e.g. ``openvino/bf16``."""
@@ -268,13 +359,17 @@ class Classifier:
             error=error,
         )
 
+    def nsfw_scores(self, probabilities: np.ndarray) -> np.ndarray:
+        """The NSFW score of each row: the summed probability of the NSFW classes."""
+        return probabilities[:, self._nsfw_indices].sum(axis=1)
+
     def _decide(
         self,
         item: PreparedInput,
         probabilities: np.ndarray,
         embeddings: np.ndarray,
     ) -> Prediction:
-        nsfw_scores = probabilities[:, self._nsfw_indices].sum(axis=1)
+        nsfw_scores = self.nsfw_scores(probabilities)
         best = int(np.argmax(nsfw_scores))
         score = float(nsfw_scores[best])
         return Prediction(

@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
 
 from .._exceptions import PixguardError
 
@@ -18,6 +20,8 @@ __all__ = [
     "EXIT_USAGE",
     "ModelOption",
     "fail",
+    "print_table",
+    "printable",
     "progress_bar",
     "stderr",
 ]
@@ -55,3 +59,40 @@ def progress_bar(enabled: bool, label: str = "classifying") -> Progress:
         disable=not enabled,
         transient=False,
     )
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write as UTF-8: bytes of non-UTF-8 file names (held by
+    Python as lone surrogates) are shown as ``\\xNN`` escapes instead of failing."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _plain(cell: object) -> str:
+    if isinstance(cell, Text):
+        text = cell.plain
+    elif isinstance(cell, str):
+        text = Text.from_markup(cell).plain
+    else:
+        text = str(cell)
+    return printable(text).replace("\t", " ").replace("\n", " ")
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """A rich table on a terminal; elsewhere (a pipe, a file) plain tab-separated
+    lines with every value whole: a header line, one line per row, and the title and
+    caption as ``# `` lines."""
+    console = console or Console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    stream = console.file
+    if table.title:
+        stream.write(f"# {_plain(table.title)}\n")
+    columns = table.columns
+    if table.show_header:
+        stream.write("\t".join(_plain(column.header) for column in columns) + "\n")
+    for row in zip(*(list(column.cells) for column in columns), strict=True):
+        stream.write("\t".join(_plain(cell) for cell in row) + "\n")
+    if table.caption:
+        stream.write(f"# {_plain(table.caption)}\n")
+    stream.flush()

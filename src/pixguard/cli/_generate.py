@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from .._exceptions import PixguardError
+from .._exceptions import ModelError, PixguardError
 from ..models import DEFAULT_MODEL
 from ._common import EXIT_SOME_INPUTS_FAILED, fail, progress_bar, stderr
 
@@ -61,8 +61,15 @@ def generate_command(
         float | None, typer.Option(help="Default: the safety model's threshold.")
     ] = None,
     safety_action: Annotated[
-        str, typer.Option(help="block, blur, or allow-flagged (an explicit, logged opt-out).")
+        Literal["block", "blur", "allow-flagged"],
+        typer.Option(help="block, blur, or allow-flagged (an explicit, logged opt-out)."),
     ] = "block",
+    blur_scope: Annotated[
+        Literal["whole", "region"],
+        typer.Option(
+            help="With --safety-action blur: whole, or region (only where the explanation points; whole if that is not enough)."
+        ),
+    ] = "whole",
     retry_blocked: Annotated[
         int, typer.Option(min=0, help="Extra seeds to try in place of blocked images.")
     ] = 0,
@@ -80,6 +87,31 @@ def generate_command(
     ] = 0.6,
     mask: Annotated[
         Path | None, typer.Option(help="Inpaint where this mask is white (needs --init-image).")
+    ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(help="ControlNet guidance: canny, blur or depth (needs --control-image)."),
+    ] = None,
+    control_image: Annotated[
+        Path | None,
+        typer.Option(
+            help="The image to follow (screened by the safety model); for depth, the depth map unless --depth-model."
+        ),
+    ] = None,
+    control_model: Annotated[
+        str | None,
+        typer.Option(
+            help="ControlNet folder or Hub repo (default: Stability's SD3.5 Large ControlNet for the kind)."
+        ),
+    ] = None,
+    control_scale: Annotated[
+        float, typer.Option(min=0.0, help="ControlNet strength (0: none).")
+    ] = 1.0,
+    depth_model: Annotated[
+        str | None,
+        typer.Option(
+            help="A transformers depth-estimation model (folder or Hub repo) for --control depth."
+        ),
     ] = None,
     drop_t5: Annotated[bool, typer.Option(help="Skip the T5 text encoder (less memory).")] = False,
     cpu_offload: Annotated[
@@ -106,7 +138,8 @@ def generate_command(
             config=config,
             safety_model=safety_model,
             safety_threshold=safety_threshold,
-            safety_action=safety_action,  # type: ignore[arg-type]
+            safety_action=safety_action,
+            blur_scope=blur_scope,
             device=device,
             dtype=dtype,
             drop_t5=drop_t5,
@@ -133,7 +166,17 @@ def generate_command(
                 init_image=init_image,
                 strength=strength,
                 mask=mask,
+                control=control,
+                control_image=control_image,
+                control_scale=control_scale,
+                control_model=control_model,
+                depth_model=depth_model,
             )
+    except ModelError as exc:
+        # The safety model is chosen here with --safety-model, not --model.
+        if exc.source != variant and "`--model" in exc.message:
+            exc.message = exc.message.replace("`--model", "`--safety-model")
+        raise fail(exc) from None
     except (PixguardError, ValueError) as exc:
         raise fail(exc if isinstance(exc, PixguardError) else PixguardError(str(exc))) from None
     for result in results:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -17,7 +16,7 @@ from ..classify import Classifier
 from ..index import INDEX_KINDS, Index, migrate
 from ..index import cluster as cluster_index
 from ..models import DEFAULT_MODEL
-from ._common import EXIT_SOME_INPUTS_FAILED, fail, progress_bar, stderr
+from ._common import EXIT_SOME_INPUTS_FAILED, fail, print_table, progress_bar, stderr
 from ._inputs import expand_paths
 
 __all__ = ["index_app"]
@@ -55,7 +54,7 @@ def _emit(rows: Any, output_format: str, render: Any) -> None:
     if output_format == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output_format == "table":
-        Console().print(render(rows))
+        print_table(render(rows))
     else:
         raise typer.BadParameter("must be table or json", param_hint="--format")
 

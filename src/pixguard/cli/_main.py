@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -19,16 +21,17 @@ from .._files import atomic_text_file
 from .._version import __version__
 from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction
 from ..export import export_model
-from ..images import DecodeLimits
+from ..images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DecodeLimits, VideoSampling
 from ..index import Index
 from ..models import DEFAULT_MODEL, list_models, model_status
-from ..policy import Policy
+from ..policy import Policy, block_score, decide_worst
 from ._common import (
     EXIT_INTERNAL,
     EXIT_SOME_INPUTS_FAILED,
     EXIT_USAGE,
     ModelOption,
     fail,
+    print_table,
     progress_bar,
     stderr,
 )
@@ -37,6 +40,7 @@ from ._help import CommandsInUserOrder
 from ._index import index_app
 from ._inputs import expand_paths
 from ._lora import lora_app
+from ._media import iter_results, redact_command
 from ._output import EmbeddingWriter, OutputFormat, ResultWriter
 from ._review import review_app
 from ._scan import scan_command
@@ -69,6 +73,7 @@ app.command("serve")(serve_command)
 app.command("generate")(generate_command)
 app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
+app.command("redact")(redact_command)
 app.add_typer(review_app, name="review")
 app.command("scan")(scan_command)
 
@@ -92,7 +97,7 @@ def models(
     """List the model registry and whether each model can load on this machine."""
     if output_format not in ("table", "json"):
         raise typer.BadParameter("must be table or json", param_hint="--format")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in list_models():
         channels, height, width = spec.preprocessing.input_size
         rows.append(
@@ -126,7 +131,7 @@ def models(
             str(row["embedding_dim"]),
             f"[{colour}]{status}[/]",
         )
-    Console().print(table)
+    print_table(table)
 
 
 @app.command()
@@ -195,6 +200,32 @@ def classify(
             help="Load a TorchScript model that pixguard did not export here (TorchScript is code)."
         ),
     ] = False,
+    explain: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain",
+            help="Write heatmap overlays (DIR/<name>.png) and add an `explanation` grid to each result.",
+        ),
+    ] = None,
+    video_fps: Annotated[
+        float, typer.Option(min=0.001, help="Videos: frames sampled per second.")
+    ] = VideoSampling.fps,
+    scene_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Videos: also sample frames that change this much (mean, 0-1) from the last; 0 turns it off.",
+        ),
+    ] = VideoSampling.scene_threshold,
+    stop_at_block: Annotated[
+        bool,
+        typer.Option(
+            "--stop-at-block",
+            help="Videos: stop decoding at the first frame at or above the block score "
+            "(the policy's block_from, else the threshold).",
+        ),
+    ] = False,
 ) -> None:
     """Classify images as NSFW/SFW.
 
@@ -204,10 +235,15 @@ def classify(
     """
     if any(not path.strip() for path in paths):
         raise typer.BadParameter("an empty path was given", param_hint="PATHS")
-    inputs = expand_paths([Path(path) for path in paths], recursive=recursive)
+    inputs = expand_paths(
+        [Path(path) for path in paths],
+        recursive=recursive,
+        suffixes=IMAGE_SUFFIXES | VIDEO_SUFFIXES,
+    )
     if not inputs:
-        stderr.print("[bold red]error[/] no image files found in the given paths")
+        stderr.print("[bold red]error[/] no image files (or videos) found in the given paths")
         raise typer.Exit(EXIT_USAGE)
+    sampling = VideoSampling(fps=video_fps, scene_threshold=scene_threshold or None)
     try:
         policy = Policy.load(policy_file) if policy_file is not None else None
         limits = DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes)
@@ -223,6 +259,9 @@ def classify(
             policy.check_labels(classifier.name, classifier.spec.label_names)
     except PixguardError as exc:
         raise fail(exc) from None
+    stop_at = None
+    if stop_at_block:
+        stop_at = block_score(policy, classifier.name) if policy else classifier.threshold
 
     known_bad = None
     if bank is not None:
@@ -255,13 +294,20 @@ def classify(
         bar = stack.enter_context(progress_bar(show_progress and len(inputs) > 1))
         task = bar.add_task("classify", total=len(inputs))
         try:
-            for prediction in classifier.iter_predict(inputs, batch_size=batch_size):
-                extra: dict[str, object] = {}
+            results = iter_results(
+                classifier,
+                inputs,
+                batch_size=batch_size,
+                explain=explain,
+                sampling=sampling,
+                stop_at=stop_at,
+            )
+            for prediction, extra in results:
                 if known_bad is not None:
-                    extra = known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
+                    extra |= known_bad.match([prediction], threshold=bank_threshold)[0].to_dict()
                 if policy is not None:
                     matched = bool(extra.get("bank_match", False))
-                    extra.update(policy.decide(prediction, bank_match=matched).to_dict())
+                    extra.update(decide_worst(policy, prediction, bank_match=matched).to_dict())
                 failures += _record(prediction, writer, vectors, extra)
                 bar.advance(task)
         except PixguardError as exc:  # the bank was built with another model
@@ -338,6 +384,10 @@ def _record(
 
 
 def main() -> None:
+    # The command line is an application, which may choose its warnings (the library
+    # never does): pixguard checks its own pixel limit from the header, so Pillow's
+    # warning at its lower limit is noise on legitimate large photos.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         app()
     except Exception as exc:

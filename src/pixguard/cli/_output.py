@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .._files import AtomicFile
 from ..classify import Prediction
+from ._common import print_table, printable
 
 __all__ = ["EmbeddingWriter", "OutputFormat", "ResultWriter"]
 
@@ -39,6 +40,7 @@ def _csv_header(label_names: Sequence[str]) -> list[str]:
         *(f"p_{name}" for name in label_names),
         "model",
         "threshold",
+        "runtime",
         "frame",
         "frames_classified",
         "frame_count",
@@ -50,7 +52,7 @@ def _csv_header(label_names: Sequence[str]) -> list[str]:
 def _csv_row(prediction: Prediction, label_names: Sequence[str]) -> list[Any]:
     error = prediction.error
     return [
-        prediction.source,
+        printable(prediction.source),
         prediction.label or "",
         "" if prediction.nsfw_score is None else f"{prediction.nsfw_score:.6f}",
         *(
@@ -59,11 +61,12 @@ def _csv_row(prediction: Prediction, label_names: Sequence[str]) -> list[Any]:
         ),
         prediction.model,
         prediction.threshold,
+        prediction.runtime,
         "" if prediction.frame is None else prediction.frame,
         prediction.frames_classified,
         prediction.frame_count,
         error.code if error else "",
-        str(error) if error else "",
+        printable(str(error)) if error else "",
     ]
 
 
@@ -118,8 +121,9 @@ class ResultWriter:
             json.dump([{**p.to_dict(), **extra} for p, extra in self._held], self._stream, indent=2)
             self._stream.write("\n")
         elif self._format is OutputFormat.table:
-            self._console.print(
-                _table(self._held, with_bank=self._with_bank, with_policy=self._with_policy)
+            print_table(
+                _table(self._held, with_bank=self._with_bank, with_policy=self._with_policy),
+                self._console,
             )
         self._stream.flush()
 
@@ -151,13 +155,13 @@ def _table(
     for p, extra in rows:
         label = {"nsfw": "[bold red]nsfw[/]", "sfw": "[green]sfw[/]"}.get(p.label or "", "-")
         table.add_row(
-            escape(p.source),
+            escape(printable(p.source)),
             label,
             "-" if p.nsfw_score is None else f"{p.nsfw_score:.4f}",
             "" if p.frame_count <= 1 else f"{p.frame}/{p.frame_count}",
             *([_bank_cell(extra)] if with_bank else []),
             *([_ACTION_STYLE[extra["action"]]] if with_policy else []),
-            f"[yellow]{p.error.code}[/]: {escape(p.error.message)}" if p.error else "",
+            f"[yellow]{p.error.code}[/]: {escape(printable(p.error.message))}" if p.error else "",
         )
     if rows:
         first = rows[0][0]

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import PixguardError
+from .._files import default_data_dir
 from ..classify import DEFAULT_BATCH_SIZE, Classifier
 from ..index import Index
 from ..models import DEFAULT_MODEL
@@ -29,14 +30,17 @@ review_app = typer.Typer(
 )
 
 DataDirOption = Annotated[
-    Path,
-    typer.Option(help="Where review.db and the queued images live (the service's --data-dir)."),
+    Path | None,
+    typer.Option(
+        help="Where review.db and the queued images live (the service's --data-dir; "
+        "default $XDG_DATA_HOME/pixguard or ~/.local/share/pixguard)."
+    ),
 ]
 
 
-def _queue(data_dir: Path) -> ReviewQueue:
+def _queue(data_dir: Path | None) -> ReviewQueue:
     try:
-        return ReviewQueue.open(data_dir)
+        return ReviewQueue.open(data_dir or default_data_dir())
     except PixguardError as exc:
         raise fail(exc) from None
 
@@ -49,7 +53,7 @@ def add(
     ],
     model: ModelOption = DEFAULT_MODEL,
     recursive: Annotated[bool, typer.Option("--recursive", "-r")] = False,
-    data_dir: DataDirOption = Path("pixguard-data"),
+    data_dir: DataDirOption = None,
     bank: Annotated[
         Path | None, typer.Option(help="A known-bad bank; its matches follow bank_match.")
     ] = None,
@@ -119,7 +123,7 @@ def add(
 @review_app.command("export")
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="A new or empty folder.")],
-    data_dir: DataDirOption = Path("pixguard-data"),
+    data_dir: DataDirOption = None,
 ) -> None:
     """Write the decided items as an ImageFolder (nsfw/, sfw/) plus manifest.csv, which
     `pixguard finetune DIR --nsfw-class nsfw` takes as it is."""
@@ -132,7 +136,7 @@ def export(
 
 
 @review_app.command("stats")
-def stats(data_dir: DataDirOption = Path("pixguard-data")) -> None:
+def stats(data_dir: DataDirOption = None) -> None:
     """Queue depth, decisions by kind, agreement with the model, the oldest item's age."""
     with _queue(data_dir) as queue:
         typer.echo(json.dumps(queue.stats(), indent=2))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ._common import EXIT_USAGE, stderr
+from ._common import EXIT_USAGE, fail, stderr
 
 __all__ = ["keys_app", "serve_command"]
 
@@ -18,8 +19,19 @@ keys_app = typer.Typer(
     help="API keys for the HTTP service (stored only as hashes).", no_args_is_help=True
 )
 DataDirOption = Annotated[
-    Path, typer.Option(help="Where keys.db lives (the service's --data-dir).")
+    Path | None,
+    typer.Option(
+        help="Where keys.db lives (the service's --data-dir; default "
+        "$XDG_DATA_HOME/pixguard or ~/.local/share/pixguard)."
+    ),
 ]
+
+
+def _key_store(data_dir: Path | None) -> Any:
+    from .._files import default_data_dir
+    from ..serve import KeyStore
+
+    return KeyStore((data_dir or default_data_dir()) / "keys.db")
 
 
 class _JsonLines(logging.Formatter):
@@ -47,7 +59,13 @@ def serve_command(
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file with any ServeSettings field.")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="keys.db and audit.db live here.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="keys.db, audit.db and generated images live here "
+            "(default $XDG_DATA_HOME/pixguard or ~/.local/share/pixguard)."
+        ),
+    ] = None,
     auth: Annotated[
         str | None, typer.Option(help="auto (keys required off loopback), on or off.")
     ] = None,
@@ -69,6 +87,12 @@ def serve_command(
     bank: Annotated[
         str | None, typer.Option(help="Check every image against this known-bad bank.")
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="A policy TOML file: every response and audit row gets its action; review goes to the queue."
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API (FastAPI + uvicorn; OpenAPI at /docs).
 
@@ -79,6 +103,7 @@ def serve_command(
     from pydantic import ValidationError
 
     from ..serve import ServeSettings, create_app
+    from ..serve._protocol import bounded_protocol
 
     overrides: dict[str, Any] = {
         k: v
@@ -92,6 +117,7 @@ def serve_command(
             "auth": auth,
             "index": index,
             "bank": bank,
+            "policy": policy,
             "generate_variant": generate_variant,
             "generate_config": generate_config,
             "config_file": config,
@@ -103,6 +129,16 @@ def serve_command(
     except ValidationError as exc:
         stderr.print(f"[bold red]error[/] invalid settings: {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    if settings.policy is not None:
+        # Refuse a bad policy here, with its code, before the model loads.
+        from .._exceptions import PixguardError
+        from ..policy import Policy
+
+        try:
+            Policy.load(settings.policy)
+        except PixguardError as exc:
+            raise fail(exc) from None
+    stderr.print(f"data dir: {settings.data_dir.resolve()} (keys.db, audit.db, generated/)")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
@@ -113,32 +149,56 @@ def serve_command(
         log_config=None,
         access_log=False,  # the app logs each request as JSON with its request id
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+        http=bounded_protocol(
+            header_timeout_s=settings.header_timeout_s,
+            max_connections_per_client=settings.max_connections_per_client,
+        ),
+        timeout_keep_alive=settings.keep_alive_s,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.max_connections,
     )
+
+
+class KeyRole(StrEnum):
+    """``serve.Role``'s values, without importing the service to parse options (tested equal)."""
+
+    client = "client"
+    reviewer = "reviewer"
+    admin = "admin"
 
 
 @keys_app.command("create")
 def create_key(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
-    data_dir: DataDirOption = Path("pixguard-data"),
+    data_dir: DataDirOption = None,
+    role: Annotated[
+        KeyRole,
+        typer.Option(
+            case_sensitive=False,
+            help="client: classify, own rows only; reviewer: also the review queue; admin: everything.",
+        ),
+    ] = KeyRole.client,
 ) -> None:
     """Create a key; the token is printed once and never stored."""
-    from ..serve import KeyStore
-
-    store = KeyStore(data_dir / "keys.db")
-    key, token = store.create(name)
+    store = _key_store(data_dir)
+    key, token = store.create(name, role.value)
     store.close()
-    typer.echo(json.dumps({"id": key.id, "name": key.name, "token": token}))
+    typer.echo(json.dumps({"id": key.id, "name": key.name, "role": key.role.value, "token": token}))
 
 
 @keys_app.command("list")
-def list_keys(data_dir: DataDirOption = Path("pixguard-data")) -> None:
-    from ..serve import KeyStore
-
-    store = KeyStore(data_dir / "keys.db")
+def list_keys(data_dir: DataDirOption = None) -> None:
+    store = _key_store(data_dir)
     typer.echo(
         json.dumps(
             [
-                {"id": k.id, "name": k.name, "created": k.created, "revoked": k.revoked}
+                {
+                    "id": k.id,
+                    "name": k.name,
+                    "role": k.role.value,
+                    "created": k.created,
+                    "revoked": k.revoked,
+                }
                 for k in store.list()
             ],
             indent=2,
@@ -148,12 +208,8 @@ def list_keys(data_dir: DataDirOption = Path("pixguard-data")) -> None:
 
 
 @keys_app.command("revoke")
-def revoke_key(
-    key_id: Annotated[int, typer.Argument()], data_dir: DataDirOption = Path("pixguard-data")
-) -> None:
-    from ..serve import KeyStore
-
-    store = KeyStore(data_dir / "keys.db")
+def revoke_key(key_id: Annotated[int, typer.Argument()], data_dir: DataDirOption = None) -> None:
+    store = _key_store(data_dir)
     revoked = store.revoke(key_id)
     store.close()
     if not revoked:

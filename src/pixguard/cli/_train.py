@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from .._exceptions import PixguardError
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
 from ..train import FinetuneConfig, calibrate, evaluate, finetune
-from ._common import ModelOption, fail, progress_bar, stderr
+from ._common import ModelOption, fail, print_table, progress_bar, stderr
 
 __all__ = ["register"]
 
@@ -49,7 +48,8 @@ def finetune_command(
         str, typer.Option(help="Base model: registered name, folder or hf-hub:owner/repo.")
     ] = DEFAULT_MODEL,
     mode: Annotated[
-        str, typer.Option(help="linear (frozen backbone, cached embeddings) or full.")
+        Literal["linear", "full"],
+        typer.Option(help="linear (frozen backbone, cached embeddings) or full."),
     ] = "linear",
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path(
         "finetuned"
@@ -57,6 +57,12 @@ def finetune_command(
     nsfw_class: NsfwClassOption = None,
     val: Annotated[
         Path | None, typer.Option(help="A separate validation set (default: a stratified split).")
+    ] = None,
+    test: Annotated[
+        Path | None,
+        typer.Option(
+            help="A held-out test set for the reported metrics (default: the validation split, which also stops training early)."
+        ),
     ] = None,
     val_fraction: Annotated[
         float, typer.Option(help="Share of DATA held out for validation.")
@@ -75,7 +81,9 @@ def finetune_command(
         int,
         typer.Option(min=1, help="Stop after this many epochs without a better validation score."),
     ] = 3,
-    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 (autocast).")] = "auto",
+    precision: Annotated[
+        Literal["auto", "fp32", "bf16"], typer.Option(help="auto, fp32 or bf16 (autocast).")
+    ] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
     threshold: Annotated[
         float, typer.Option(help="Threshold written into the model (calibrate it later).")
@@ -95,7 +103,7 @@ def finetune_command(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
-            weight_decay=weight_decay,  # type: ignore[arg-type]
+            weight_decay=weight_decay,
             warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing,
             grad_accumulation=grad_accumulation,
@@ -104,7 +112,7 @@ def finetune_command(
             val_fraction=val_fraction,
             seed=seed,
             precision=precision,
-            threshold=threshold,  # type: ignore[arg-type]
+            threshold=threshold,
         )
     except PixguardError as exc:
         raise fail(exc) from None
@@ -134,12 +142,16 @@ def finetune_command(
                 nsfw_classes=nsfw_class,
                 config=config,
                 val=val,
+                test=test,
                 resume=resume,
                 progress=on_progress,
             )
         except PixguardError as exc:
             raise fail(exc) from None
-    Console().print(_report_table({**result.metrics, "model": str(output)}))
+    print_table(_report_table({**result.metrics, "model": str(output)}))
+    stderr.print(
+        f"metrics on the {result.metrics['metrics_split']} split: {result.metrics['metrics_split_note']}"
+    )
     typer.echo(
         f"wrote {output} (config.json, model.safetensors, metrics.json, train.log, pr_curve.png, roc_curve.png)"
     )
@@ -170,7 +182,7 @@ def evaluate_command(
     if output_format == "json":
         typer.echo(json.dumps(metrics, indent=2))
         return
-    Console().print(_report_table(metrics))
+    print_table(_report_table(metrics))
     matrix = metrics["confusion_matrix"]["rows_true_columns_predicted"]
     typer.echo(f"confusion (rows true sfw/nsfw, columns predicted sfw/nsfw): {matrix}")
     table = Table(title="threshold table")
@@ -183,7 +195,7 @@ def evaluate_command(
             f"{row['recall']:.3f}",
             f"{row['fpr']:.3f}",
         )
-    Console().print(table)
+    print_table(table)
 
 
 def calibrate_command(

@@ -112,7 +112,7 @@ class _CalibrationReader:
 
 def _calibration_batches(spec: ModelSpec, images: Iterable[ImageInput]) -> list[np.ndarray]:
     pp = spec.preprocessing
-    arrays = []
+    arrays: list[np.ndarray] = []
     for image in images:
         if len(arrays) >= MAX_CALIBRATION_IMAGES:
             break
@@ -223,7 +223,11 @@ def export_model(
         _check_replaceable(target)
 
     artifacts = ModelArtifacts(resolve_model(model))
-    batches = _calibration_batches(artifacts.spec, calibration) if precision == "int8" else None
+    batches = (
+        _calibration_batches(artifacts.spec, calibration)
+        if precision == "int8" and calibration is not None
+        else None
+    )
     with atomic_folder(target, replace=True) as scratch:
         _write_weights(artifacts, format, precision, scratch, batches)
         config_path = scratch / "config.json"

@@ -9,13 +9,16 @@ from typing import Any, Literal
 
 from PIL import Image, ImageFilter
 
-from .._exceptions import InvalidThresholdError
+from .._exceptions import InputImageRefusedError, InvalidThresholdError
 from ..classify import Classifier
 
-__all__ = ["GateAction", "GateDecision", "SafetyGate"]
+__all__ = ["BlurScope", "GateAction", "GateDecision", "SafetyGate"]
 
 logger = logging.getLogger("pixguard.generate")
 GateAction = Literal["block", "blur", "allow-flagged"]
+#: ``whole`` blurs the whole image; ``region`` only where the explanation points,
+#: falling back to ``whole`` when that is not enough (Classifier.redact).
+BlurScope = Literal["region", "whole"]
 #: Blur radius as a fraction of the longer side: nothing recognisable survives.
 BLUR_FRACTION = 0.08
 
@@ -50,7 +53,13 @@ class SafetyGate:
     ``allow-flagged`` opt-out.
     """
 
-    def __init__(self, classifier: Classifier, *, action: GateAction = "block") -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        action: GateAction = "block",
+        blur_scope: BlurScope = "whole",
+    ) -> None:
         if action not in ("block", "blur", "allow-flagged"):
             raise ValueError(f"unknown safety action {action!r}")
         if classifier.threshold >= 1.0 and action != "allow-flagged":
@@ -59,6 +68,9 @@ class SafetyGate:
                 "lower it, or opt out explicitly with the safety action allow-flagged",
                 source=classifier.name,
             )
+        if blur_scope not in ("region", "whole"):
+            raise ValueError(f"unknown blur scope {blur_scope!r}")
+        self.blur_scope = blur_scope
         if action == "allow-flagged":
             logger.warning(
                 "SAFETY GATE OPT-OUT: images scored above the threshold (%s) WILL be returned "
@@ -93,17 +105,9 @@ class SafetyGate:
                     GateDecision("allowed", prediction.nsfw_score, name, threshold, None, image)
                 )
             elif self.action == "blur":
-                radius = max(image.size) * BLUR_FRACTION
-                blurred = image.filter(ImageFilter.GaussianBlur(radius))
+                blurred, reason = self._blur(image)
                 decisions.append(
-                    GateDecision(
-                        "blurred",
-                        prediction.nsfw_score,
-                        name,
-                        threshold,
-                        "nsfw score above the threshold",
-                        blurred,
-                    )
+                    GateDecision("blurred", prediction.nsfw_score, name, threshold, reason, blurred)
                 )
             elif self.action == "allow-flagged":
                 logger.warning(
@@ -133,3 +137,31 @@ class SafetyGate:
                     )
                 )
         return decisions
+
+    def _blur(self, image: Image.Image) -> tuple[Image.Image, str]:
+        reason = "nsfw score above the threshold"
+        if self.blur_scope == "region":
+            # Region blur re-classifies and blurs the whole image when that is not
+            # enough or the explanation fails; any other failure blurs it whole here.
+            try:
+                redaction = self.classifier.redact([image], strength=BLUR_FRACTION)[0]
+            except Exception as exc:
+                logger.warning("region blur failed (%s); blurring the whole image", exc)
+            else:
+                if redaction.image is not None:
+                    return redaction.image, f"{reason}; {redaction.action} blur"
+        radius = max(image.size) * BLUR_FRACTION
+        return image.filter(ImageFilter.GaussianBlur(radius)), reason
+
+    def screen_input(self, image: Image.Image, source: str) -> None:
+        """Refuse an input image (a control image) that the gate would not let out:
+        flagged, or not scorable. Under the allow-flagged opt-out it passes, logged."""
+        decision = self.check([image])[0]
+        if decision.decision in ("blocked", "blurred"):
+            score = (
+                "not scored" if decision.nsfw_score is None else f"nsfw {decision.nsfw_score:.3f}"
+            )
+            raise InputImageRefusedError(
+                f"the safety model refused this input image ({decision.reason}; {score})",
+                source=source,
+            )

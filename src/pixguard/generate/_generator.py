@@ -17,7 +17,14 @@ from .._exceptions import GenerationError, PromptRefusedError
 from .._files import atomic_file
 from ..classify import Classifier
 from ..models import DEFAULT_MODEL
-from ._gate import GateAction, GateDecision, SafetyGate
+from ._control import (
+    CONTROL_KINDS,
+    CONTROLNET_REPOS,
+    control_condition,
+    load_controlnet,
+    load_depth_estimator,
+)
+from ._gate import BlurScope, GateAction, GateDecision, SafetyGate
 from ._loading import load_loras, load_pipeline
 from ._variants import Variant
 
@@ -89,6 +96,9 @@ class Generator:
         self.name = name
         self.variant = variant
         self.prompt_screen = list(prompt_screen)
+        # ControlNet pipelines and depth models, loaded on first use and kept warm.
+        self._control_pipelines: dict[str, Any] = {}
+        self._depth_estimators: dict[str, Any] = {}
 
     @classmethod
     def load(
@@ -99,6 +109,7 @@ class Generator:
         safety_model: str | os.PathLike[str] = DEFAULT_MODEL,
         safety_threshold: float | None = None,
         safety_action: GateAction = "block",
+        blur_scope: BlurScope = "whole",
         classifier: Classifier | None = None,
         device: str = "auto",
         dtype: str = "auto",
@@ -124,6 +135,7 @@ class Generator:
         gate = SafetyGate(
             classifier or Classifier.load(safety_model, threshold=safety_threshold),
             action=safety_action,
+            blur_scope=blur_scope,
         )
         target = pick_device(device)
         torch_dtype = {
@@ -171,6 +183,59 @@ class Generator:
         inpaint = StableDiffusion3InpaintPipeline.from_pipe(self.pipeline)
         return inpaint, {"image": image, "mask_image": mask_image, "strength": strength}
 
+    def _control_pipeline(
+        self,
+        kind: str,
+        control_image: Any,
+        scale: float,
+        model: str | os.PathLike[str] | None,
+        depth_model: str | os.PathLike[str] | None,
+        width: int,
+        height: int,
+    ) -> tuple[Any, dict[str, Any]]:
+        """The ControlNet pipeline sharing this pipeline's components, and its
+        arguments. The control image is screened by the gate's classifier first."""
+        from diffusers import StableDiffusion3ControlNetPipeline
+
+        from ..images import describe_source, load_image
+
+        if kind not in CONTROL_KINDS:
+            raise GenerationError(
+                f"unknown control {kind!r}; use one of {', '.join(CONTROL_KINDS)}"
+            )
+        if control_image is None:
+            raise GenerationError(f"--control {kind} needs a control image")
+        if not scale >= 0.0:
+            raise GenerationError(f"the control scale must be 0 or more, got {scale}")
+        if depth_model is not None and kind != "depth":
+            raise GenerationError("a depth model is only for --control depth")
+        source = os.fspath(model if model is not None else CONTROLNET_REPOS[kind])
+        image = (
+            control_image.convert("RGB")
+            if hasattr(control_image, "convert")
+            else load_image(control_image, limits=self.gate.classifier.limits).frames[0]
+        )
+        self.gate.screen_input(image, describe_source(control_image))
+        estimator = None
+        if depth_model is not None:
+            key = os.fspath(depth_model)
+            if key not in self._depth_estimators:
+                self._depth_estimators[key] = load_depth_estimator(key, self.pipeline.device.type)
+            estimator = self._depth_estimators[key]
+        if source not in self._control_pipelines:
+            controlnet = load_controlnet(source, self.pipeline.transformer.dtype)
+            controlnet.to(self.pipeline.device)
+            control = StableDiffusion3ControlNetPipeline.from_pipe(
+                self.pipeline, controlnet=controlnet
+            )
+            control.set_progress_bar_config(disable=True)
+            self._control_pipelines[source] = control
+        condition = control_condition(kind, image, width, height, estimator)
+        return self._control_pipelines[source], {
+            "control_image": condition,
+            "controlnet_conditioning_scale": float(scale),
+        }
+
     def _check_size(self, width: int, height: int) -> None:
         if width <= 0 or height <= 0 or width % _SIZE_MULTIPLE or height % _SIZE_MULTIPLE:
             raise GenerationError(
@@ -203,12 +268,24 @@ class Generator:
         init_image: Any = None,
         strength: float = 0.6,
         mask: Any = None,
+        control: str | None = None,
+        control_image: Any = None,
+        control_scale: float = 1.0,
+        control_model: str | os.PathLike[str] | None = None,
+        depth_model: str | os.PathLike[str] | None = None,
     ) -> list[GeneratedImage]:
         """Generate ``num_images`` images (seeds ``seed``, ``seed+1``, ...), each through
         the gate; with ``retry_blocked`` N, up to N more seeds replace blocked ones.
 
         With ``init_image`` (a path or PIL image) this is img2img at ``strength``;
-        with a ``mask`` as well (white = repaint), inpainting."""
+        with a ``mask`` as well (white = repaint), inpainting.
+
+        With ``control`` (canny, blur or depth) and a ``control_image``, a ControlNet
+        guides the image at ``control_scale`` (0: no guidance). ``control_model`` is a
+        diffusers ControlNet folder or Hub repo (default: Stability's SD3.5 Large one
+        for the kind); for depth, the control image is the depth map, unless
+        ``depth_model`` (a transformers depth-estimation model) computes it. The
+        control image is screened by the safety classifier first."""
         import torch
 
         _screen(prompt, self.prompt_screen)
@@ -228,7 +305,15 @@ class Generator:
         seed = secrets.randbits(31) if seed is None else seed
         extra: dict[str, Any] = {}
         pipeline = self.pipeline
-        if init_image is not None:
+        if control is not None and (init_image is not None or mask is not None):
+            raise GenerationError("ControlNet does not combine with img2img or inpainting")
+        if control is not None:
+            pipeline, extra = self._control_pipeline(
+                control, control_image, control_scale, control_model, depth_model, width, height
+            )
+        elif control_image is not None:
+            raise GenerationError("a control image needs --control canny, blur or depth")
+        elif init_image is not None:
             pipeline, extra = self._image_pipeline(init_image, mask, strength, width, height)
         elif mask is not None:
             raise GenerationError("a mask needs an init image (inpainting)")
@@ -247,18 +332,23 @@ class Generator:
                     on_step(step + 1, steps)
                 return kwargs
 
-            output = pipeline(
-                prompt,
-                negative_prompt=negative_prompt,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                width=width,
-                height=height,
-                generator=torch.Generator("cpu").manual_seed(image_seed),
-                output_type="pil",
-                callback_on_step_end=step_end,
-                **extra,
-            )
+            # The ControlNet pipeline encodes the control image with a VAE sample from
+            # torch's global generator; seeding it keeps "same seed, same image".
+            with torch.random.fork_rng(enabled=control is not None):
+                if control is not None:
+                    torch.manual_seed(image_seed)
+                output = pipeline(
+                    prompt,
+                    negative_prompt=negative_prompt,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    width=width,
+                    height=height,
+                    generator=torch.Generator("cpu").manual_seed(image_seed),
+                    output_type="pil",
+                    callback_on_step_end=step_end,
+                    **extra,
+                )
             decision = self.gate.check([output.images[0]])[0]
             del output  # the ungated image goes no further than the gate
             parameters = (

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import GenerationError, UnsafeWeightsError
+from .._exceptions import GenerationError, ModelLoadError, ModelNotCachedError, UnsafeWeightsError
 from ._variants import VARIANTS, Variant
 
 __all__ = ["LoadedPipeline", "load_loras", "load_pipeline", "safetensors_location"]
@@ -68,7 +68,7 @@ def load_pipeline(
         )
     if spec is not None:
         return LoadedPipeline(
-            _from_pretrained(spec.repo, text, torch_dtype, extra), spec.name, spec
+            _from_pretrained(spec.repo, text, torch_dtype, extra, hub=True), spec.name, spec
         )
     if (path / "model_index.json").is_file():
         extra |= _null_components(path)
@@ -82,15 +82,34 @@ def load_pipeline(
     )
 
 
-def _from_pretrained(source: str, label: str, torch_dtype: Any, extra: dict[str, Any]) -> Any:
+def _from_pretrained(
+    source: str, label: str, torch_dtype: Any, extra: dict[str, Any], *, hub: bool = False
+) -> Any:
     from diffusers import StableDiffusion3Pipeline
 
     try:
         return StableDiffusion3Pipeline.from_pretrained(
             source, torch_dtype=torch_dtype, use_safetensors=True, **extra
         )
-    except (OSError, ValueError) as exc:
-        raise GenerationError(f"cannot load the pipeline: {exc}", source=label) from exc
+    except OSError as exc:
+        if hub:
+            # diffusers' own text points at a stack trace the user never sees.
+            raise ModelNotCachedError(
+                f"{source} is not in the Hugging Face cache, or the Hub cannot be reached. "
+                f"It is gated: accept its terms at https://huggingface.co/{source}, log in "
+                "with `hf auth login` (or set HF_TOKEN), then run once online; or pass a "
+                "local diffusers folder or single-file checkpoint with --variant FOLDER",
+                source=label,
+            ) from exc
+        raise ModelLoadError(
+            f"cannot load the pipeline folder: {_first_line(exc)}", source=label
+        ) from exc
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot load the pipeline: {_first_line(exc)}", source=label) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _null_components(folder: Path) -> dict[str, None]:
@@ -98,7 +117,7 @@ def _null_components(folder: Path) -> dict[str, None]:
     try:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise GenerationError(
+        raise ModelLoadError(
             f"not a diffusers folder: no readable model_index.json ({exc})", source=str(folder)
         ) from exc
     return {
@@ -115,7 +134,7 @@ def _checkpoint_keys(path: Path) -> set[str]:
         with safe_open(os.fspath(path), framework="pt") as handle:
             return set(handle.keys())
     except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise GenerationError(
+        raise ModelLoadError(
             f"not a readable safetensors checkpoint: {exc}", source=str(path)
         ) from exc
 
@@ -150,16 +169,17 @@ def _from_single_file(
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     label = str(path)
-    if path.suffix.lower() != _SINGLE_FILE_SUFFIX:
-        reason = (
-            "pickled checkpoints are never loaded; convert it to safetensors"
-            if path.suffix.lower() in _UNSAFE_SUFFIXES
-            else f"a single-file checkpoint must be {_SINGLE_FILE_SUFFIX}"
+    if path.suffix.lower() in _UNSAFE_SUFFIXES:
+        raise UnsafeWeightsError(
+            "pickled checkpoints are never loaded; convert it to safetensors", source=label
         )
-        raise GenerationError(reason, source=label)
+    if path.suffix.lower() != _SINGLE_FILE_SUFFIX:
+        raise GenerationError(
+            f"a single-file checkpoint must be {_SINGLE_FILE_SUFFIX}", source=label
+        )
     keys = _checkpoint_keys(path)
     if not any(key.startswith(_TRANSFORMER_PREFIX) for key in keys):
-        raise GenerationError(
+        raise ModelLoadError(
             "no SD3 transformer in this file (expected original-format keys "
             f"under {_TRANSFORMER_PREFIX!r})",
             source=label,
@@ -198,7 +218,7 @@ def _from_single_file(
                 config_source, subfolder=component, torch_dtype=torch_dtype, use_safetensors=True
             )
         except (OSError, ValueError) as exc:
-            raise GenerationError(
+            raise ModelLoadError(
                 f"the checkpoint has no {component} and the config cannot provide it: {exc}",
                 source=config_source,
             ) from exc
@@ -211,7 +231,7 @@ def _from_single_file(
             **extra,
         )
     except (OSError, ValueError, KeyError, SingleFileComponentError) as exc:
-        raise GenerationError(
+        raise ModelLoadError(
             f"cannot load the single-file checkpoint: {exc}", source=label
         ) from exc
     # A fine-tune is recorded under its own file name, not the base variant's.
@@ -255,7 +275,7 @@ def load_loras(pipeline: Any, loras: Sequence[tuple[str | os.PathLike[str], floa
                 location, weight_name=weight_name, adapter_name=name, use_safetensors=True
             )
         except (OSError, ValueError) as exc:
-            raise GenerationError(
+            raise ModelLoadError(
                 f"cannot load the LoRA adapter: {exc}", source=os.fspath(path)
             ) from exc
         names.append(name)

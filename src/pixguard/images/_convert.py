@@ -30,7 +30,7 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
     elif image.mode == "I":
         # 32-bit integer images almost always hold 16-bit samples (TIFF, PNG);
         # anything that fits in 8 bits is kept as it is.
-        full_scale = 65535 if array.max(initial=0) > 255 else 255
+        full_scale = 65535.0 if array.max(initial=0) > 255 else 255.0
         scaled = np.clip(array, 0, full_scale).astype(np.float32) * np.float32(255.0 / full_scale)
     else:  # "F": floats in 0..1 (or 0..255 when any value exceeds 1)
         full_scale = 255.0 if np.nanmax(array, initial=0.0) > 1.0 else 1.0

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat as stat_module
 import struct
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeAlias
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .._exceptions import (
     EmptyImageError,
@@ -44,24 +45,30 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF
 
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
-# Text formats Pillow does not identify, recognised so users get "unsupported", not
-# "not an image".
-_TEXT_IMAGE_SIGNATURES = ((b"<svg", "SVG"), (b"<?xml", "SVG/XML"), (b"%PDF", "PDF"))
-
-_EXIF_ORIENTATION_TAG = 0x0112
-_ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-# pixguard enforces its own pixel limit from the header, before decoding; Pillow's
-# warning at its lower default limit would only be noise on legitimate large photos.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Signatures of formats outside the allow-list, so users get "unsupported" rather
+# than "not an image". Matched on the leading bytes only: no other parser ever
+# sees the data, which is the point of the allow-list.
+_UNSUPPORTED_SIGNATURES = (
+    (b"<svg", "SVG"),
+    (b"<?xml", "SVG/XML"),
+    (b"%PDF", "PDF"),
+    (b"%!PS", "EPS/PostScript"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"8BPS", "PSD"),
+    (b"gimp xcf", "XCF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"icns", "ICNS"),
+    (b"DDS ", "DDS"),
+    (b"qoif", "QOI"),
+    (b"\xffO\xffQ", "JPEG 2000"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"),
+    (b"\xd7\xcd\xc6\x9a", "WMF"),
+)
+# Netpbm (PBM/PGM/PPM/PAM): "P1".."P7", then whitespace.
+_NETPBM = re.compile(rb"P[1-7]\s")
+# ISO-BMFF brands (bytes 8..12, after "ftyp") of HEIF images, which Pillow lacks.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class DecodedImage:
     ``frames`` are 8-bit RGB, upright (EXIF orientation applied) and alpha-free.
     For a still image there is one frame; for an animation, an even sample of at
     most ``DecodeLimits.max_frames`` frames whose indices are in ``frame_indices``.
+    Given a ``min_size``, animation frames are shrunk as they are read (by a whole
+    factor, both sides staying at least that large), so no full-size canvas is kept.
     """
 
     frames: tuple[Image.Image, ...]
@@ -127,7 +136,13 @@ def load_image(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise TooManyPixelsError(str(exc), source=name) from exc
+        # Pillow's own guard fired before pixguard's header check: quote the
+        # configured limit, not Pillow's.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise TooManyPixelsError(
+            f"{size} exceeds the {limits.max_pixels:,}-pixel limit", source=name
+        ) from exc
     except MemoryError as exc:
         raise TooManyPixelsError("not enough memory to decode the image", source=name) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
@@ -207,12 +222,22 @@ def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise ImageNotFoundError(
+                "is a dangling symbolic link (its target does not exist)", source=name
+            ) from exc
         raise ImageNotFoundError("no such file", source=name) from exc
     except OSError as exc:
         raise ImageUnreadableError(f"cannot access the file ({exc.strerror})", source=name) from exc
     if path.is_dir():
         raise ImageUnreadableError("is a directory, not an image file", source=name)
-    _check_byte_count(stat.st_size, name, limits)
+    if not stat_module.S_ISREG(stat.st_mode):
+        # A FIFO or a device would block or never end.
+        raise ImageUnreadableError("is not a regular file (a FIFO, socket or device)", source=name)
+    # Files such as /proc's report size 0 and still hold data: only the upper
+    # bound is checked before reading, emptiness after.
+    if stat.st_size > limits.max_bytes:
+        _check_byte_count(stat.st_size, name, limits)
     try:
         with path.open("rb") as handle:
             data = _read_stream(handle.read, name, limits)
@@ -249,18 +274,20 @@ def _available_formats() -> tuple[str, ...]:
 
 def _unidentified(data: bytes, name: str) -> ImageError:
     head = data[:512].lstrip().lower()
-    for signature, fmt in _TEXT_IMAGE_SIGNATURES:
-        if head.startswith(signature.lower()):
-            return UnsupportedFormatError(f"{fmt} is not a supported format", source=name)
-    try:
-        # Header parsing only: identifies the format without decoding any pixels.
-        with Image.open(io.BytesIO(data)) as other:
-            fmt = other.format
-    except Exception:
-        fmt = None
-    if fmt is not None:
+    for signature, fmt in _UNSUPPORTED_SIGNATURES:
+        if data.startswith(signature) or head.startswith(signature.lower()):
+            return UnsupportedFormatError(
+                f"{fmt} images are not supported (supported: {', '.join(SUPPORTED_FORMATS)})",
+                source=name,
+            )
+    if _NETPBM.match(data):
         return UnsupportedFormatError(
-            f"{fmt} images are not supported (supported: {', '.join(SUPPORTED_FORMATS)})",
+            f"Netpbm images are not supported (supported: {', '.join(SUPPORTED_FORMATS)})",
+            source=name,
+        )
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return UnsupportedFormatError(
+            f"HEIF images are not supported (supported: {', '.join(SUPPORTED_FORMATS)})",
             source=name,
         )
     return NotAnImageError("the data is not a recognised image", source=name)
@@ -278,14 +305,6 @@ def _check_pixels(size: tuple[int, int], name: str, limits: DecodeLimits) -> Non
         )
 
 
-def _orientation(image: Image.Image) -> Image.Transpose | None:
-    try:
-        value = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-    except Exception:
-        return None
-    return _ORIENTATION_TRANSPOSE.get(value) if isinstance(value, int) else None
-
-
 def _from_pil(
     image: Image.Image, name: str, limits: DecodeLimits, min_size: tuple[int, int] | None
 ) -> DecodedImage:
@@ -294,6 +313,8 @@ def _from_pil(
 
     # Pixels are loaded before EXIF is read: for some formats (PNG) reading EXIF
     # loads the image, and a decode error there must not be mistaken for bad EXIF.
+    # Each frame is turned upright by its own EXIF orientation (Pillow's
+    # exif_transpose, which also reads TIFF's orientation tag).
     if not getattr(image, "is_animated", False):
         if (
             min_size is not None
@@ -307,9 +328,8 @@ def _from_pil(
             side = max(min_size)
             image.draft(None, (side, side))
         image.load()
-        orientation = _orientation(image)
         return DecodedImage(
-            frames=(_finish_frame(image, orientation, limits),),
+            frames=(_finish_frame(image, limits),),
             frame_indices=(0,),
             frame_count=1,
             format=image.format,
@@ -318,15 +338,12 @@ def _from_pil(
 
     frame_count = _count_frames(image, name, limits)
     frames = []
-    orientation = None
     indices = _sample_frame_indices(frame_count, limits)
-    for position, index in enumerate(indices):
+    for index in indices:
         image.seek(index)
         _check_pixels(image.size, name, limits)
         image.load()
-        if position == 0:
-            orientation = _orientation(image)
-        frames.append(_finish_frame(image, orientation, limits))
+        frames.append(_reduced(_finish_frame(image, limits), min_size))
     return DecodedImage(
         frames=tuple(frames),
         frame_indices=tuple(indices),
@@ -358,15 +375,30 @@ def _count_frames(image: Image.Image, name: str, limits: DecodeLimits) -> int:
     return count
 
 
-def _finish_frame(
-    image: Image.Image, orientation: Image.Transpose | None, limits: DecodeLimits
-) -> Image.Image:
-    frame = to_rgb(image, limits.background)
-    if frame is image:
-        frame = image.copy()
-    if orientation is not None:
-        frame = frame.transpose(orientation)
-    return frame
+def _upright(image: Image.Image) -> Image.Image:
+    """A copy of ``image`` turned by its EXIF orientation.
+
+    Malformed EXIF leaves the pixels as stored: the image itself decoded, and its
+    orientation is metadata that cannot be read, not corrupt image data.
+    """
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, TypeError, KeyError, struct.error, OSError):
+        return image.copy()
+
+
+def _finish_frame(image: Image.Image, limits: DecodeLimits) -> Image.Image:
+    return to_rgb(_upright(image), limits.background)
+
+
+def _reduced(frame: Image.Image, min_size: tuple[int, int] | None) -> Image.Image:
+    """``frame`` shrunk by the largest whole factor that keeps both sides at least as
+    large as the model's resize target (a box filter, like DCT scaling for JPEG)."""
+    if min_size is None:
+        return frame
+    side = max(min_size)
+    factor = min(frame.width // side, frame.height // side)
+    return frame.reduce(factor) if factor >= 2 else frame
 
 
 def _sample_frame_indices(frame_count: int, limits: DecodeLimits) -> list[int]:

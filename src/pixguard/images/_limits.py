@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DecodeLimits"]
+from .._files import MIB
 
-MIB = 1024 * 1024
+__all__ = ["DecodeLimits"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-__all__ = ["Preprocessing", "preprocess", "preprocess_batch"]
+__all__ = ["Preprocessing", "crop_box", "preprocess", "preprocess_batch"]
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -30,6 +30,13 @@ _CROP_MODES = ("center", "squash")
 # timm's defaults when a config omits them (timm.data.config.resolve_data_config).
 _TIMM_DEFAULT_CROP_PCT = 0.875
 _TIMM_DEFAULT_INTERPOLATION = "bicubic"
+
+
+def _input_size(values: Any) -> tuple[int, int, int]:
+    sizes = tuple(int(v) for v in values)
+    if len(sizes) != 3:
+        raise ValueError(f"input_size must be (3, H, W), got {sizes}")
+    return sizes[0], sizes[1], sizes[2]
 
 
 @dataclass(frozen=True)
@@ -77,15 +84,19 @@ class Preprocessing:
     @classmethod
     def from_timm_config(cls, cfg: Mapping[str, Any]) -> Preprocessing:
         """Build from a timm ``pretrained_cfg`` (as in a model folder's config.json)."""
-        crop_mode = cfg.get("crop_mode") or "center"
-        if crop_mode not in _CROP_MODES:
-            raise ValueError(f"crop_mode {crop_mode!r} is not supported (use center or squash)")
+        requested = cfg.get("crop_mode") or "center"
+        crop_mode: Literal["center", "squash"]
+        if requested == "center":
+            crop_mode = "center"
+        elif requested == "squash":
+            crop_mode = "squash"
+        else:
+            raise ValueError(f"crop_mode {requested!r} is not supported (use center or squash)")
         # timm's resolve_data_config uses input_size and crop_pct; the test_* keys
         # apply only when a caller asks for them (use_test_size), as the reference
         # pipeline does not.
-        input_size = tuple(int(v) for v in cfg["input_size"])
         return cls(
-            input_size=input_size,  # type: ignore[arg-type]
+            input_size=_input_size(cfg["input_size"]),
             interpolation=str(cfg.get("interpolation") or _TIMM_DEFAULT_INTERPOLATION),
             crop_pct=float(cfg.get("crop_pct") or _TIMM_DEFAULT_CROP_PCT),
             crop_mode=crop_mode,
@@ -110,7 +121,7 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
         return cls(
-            input_size=tuple(data["input_size"]),  # type: ignore[arg-type]
+            input_size=_input_size(data["input_size"]),
             interpolation=data.get("interpolation", "bicubic"),
             crop_pct=float(data.get("crop_pct", 1.0)),
             crop_mode=data.get("crop_mode", "center"),
@@ -160,6 +171,23 @@ def _center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
     left = round((image.width - width) / 2.0)
     top = round((image.height - height) / 2.0)
     return image.crop((left, top, left + width, top + height))
+
+
+def crop_box(image_size: tuple[int, int], pp: Preprocessing) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom), in the coordinates of an image of ``image_size``
+    (width, height), of the region that :func:`preprocess` turns into the model
+    input; the model sees nothing outside it."""
+    width, height = image_size
+    resized_w, resized_h = _resized_size(image_size, pp)
+    left = round((resized_w - pp.width) / 2.0)
+    top = round((resized_h - pp.height) / 2.0)
+    scale_x, scale_y = width / resized_w, height / resized_h
+    return (
+        left * scale_x,
+        top * scale_y,
+        (left + pp.width) * scale_x,
+        (top + pp.height) * scale_y,
+    )
 
 
 def preprocess(image: Image.Image, pp: Preprocessing) -> np.ndarray:

@@ -1,14 +1,18 @@
-"""File-name suffixes of the image formats pixguard reads."""
+"""File name suffixes of the supported formats: what a folder contributes as images."""
+
+from __future__ import annotations
 
 __all__ = ["IMAGE_SUFFIXES"]
 
-#: Files picked up when a folder is given. Files named explicitly are always tried.
+#: Files picked up from folders (classify, index, datasets). A file named explicitly
+#: is always tried, whatever its name: its bytes decide its format.
 IMAGE_SUFFIXES = frozenset(
     {
         ".jpg",
         ".jpeg",
         ".jpe",
         ".jfif",
+        ".mpo",
         ".png",
         ".apng",
         ".gif",
@@ -17,6 +21,5 @@ IMAGE_SUFFIXES = frozenset(
         ".tif",
         ".tiff",
         ".avif",
-        ".mpo",
     }
 )

@@ -8,7 +8,7 @@ from ._migrate import migrate
 from ._milvus_store import TOKEN_ENV as MILVUS_TOKEN_ENV
 from ._store import Entry, NewEntry
 from ._stores import IndexStore
-from ._vectors import INDEX_KINDS
+from ._vectors import INDEX_KINDS, VectorIndex, normalise
 
 __all__ = [
     "DEFAULT_BANK_THRESHOLD",
@@ -24,7 +24,9 @@ __all__ = [
     "Index",
     "IndexStore",
     "NewEntry",
+    "VectorIndex",
     "cluster",
     "contact_sheet",
     "migrate",
+    "normalise",
 ]

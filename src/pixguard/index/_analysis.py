@@ -72,13 +72,16 @@ def cluster(
         min_points_per_centroid=1,
     )
     kmeans.train(vectors)
+    centroids = kmeans.centroids
+    if centroids is None:
+        raise IndexStoreError("k-means produced no centroids")
     _, assignment = kmeans.index.search(vectors, 1)
     clusters = []
     for cluster_id in range(k):
         members = np.flatnonzero(assignment[:, 0] == cluster_id)
         if not len(members):
             continue
-        closeness = vectors[members] @ kmeans.centroids[cluster_id]
+        closeness = vectors[members] @ centroids[cluster_id]
         chosen = ids[members[np.argsort(-closeness)[:representatives]]]
         entries = index.entries(int(i) for i in chosen)
         ordered = [entries[int(i)] for i in chosen if int(i) in entries]

@@ -13,9 +13,13 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import (
+    ImageError,
+    ImageNotFoundError,
+    ImageUnreadableError,
     IndexEntryNotFoundError,
     IndexModelMismatchError,
     IndexStoreError,
+    InferenceError,
     PixguardError,
 )
 from .._files import file_sha256
@@ -93,6 +97,13 @@ def _sha256_of(source: ImageInput) -> str | None:
     if isinstance(source, bytes | bytearray | memoryview):
         return hashlib.sha256(source).hexdigest()
     return None
+
+
+def _unreadable(source: str, exc: OSError) -> ImageError:
+    """The image error for a file that cannot be read (to hash it)."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageNotFoundError("no such file", source=source)
+    return ImageUnreadableError(f"cannot read the file ({exc.strerror or exc})", source=source)
 
 
 class Index:
@@ -240,8 +251,18 @@ class Index:
             for (_, digest), prediction in zip(chunk, predictions, strict=True):
                 if on_result is not None:
                     on_result(prediction)
-                if not prediction.ok or prediction.embedding is None:
-                    report.failed.append((prediction.source, prediction.error))  # type: ignore[arg-type]
+                if prediction.error is not None:
+                    report.failed.append((prediction.source, prediction.error))
+                    continue
+                if prediction.embedding is None:
+                    report.failed.append(
+                        (
+                            prediction.source,
+                            InferenceError(
+                                "the model gave no embedding to index", source=prediction.source
+                            ),
+                        )
+                    )
                     continue
                 digest = digest or hashlib.sha256(prediction.embedding.tobytes()).hexdigest()
                 entries.append(
@@ -280,16 +301,10 @@ class Index:
             source = str(record.get("path"))
             if record.get("error") or not np.isfinite(vector).all():
                 continue
-            digest = _sha256_of(source)
-            if digest is None:
-                report.failed.append(
-                    (
-                        source,
-                        IndexEntryNotFoundError(
-                            "the image file cannot be read to hash it", source=source
-                        ),
-                    )
-                )
+            try:
+                digest = file_sha256(source)
+            except OSError as exc:
+                report.failed.append((source, _unreadable(source, exc)))
                 continue
             entries.append(
                 NewEntry(
@@ -373,7 +388,9 @@ class Index:
         first = predictions[usable[0]]
         assert first.embedding is not None
         self._check(first.model, int(first.embedding.shape[0]))
-        vectors = np.stack([predictions[i].embedding for i in usable])  # type: ignore[misc]
+        vectors = np.stack(
+            [p.embedding for i in usable if (p := predictions[i]).embedding is not None]
+        )
         for position, hits in zip(usable, self.search_vectors(vectors, k=1), strict=True):
             results[position] = BankMatch(hits[0] if hits else None, threshold)
         return results

@@ -170,8 +170,8 @@ class MetadataStore:
                         np.ascontiguousarray(entry.vector, dtype=np.float32).tobytes(),
                     ),
                 )
-                if cursor.rowcount:
-                    ids.append(int(cursor.lastrowid))
+                if cursor.rowcount and cursor.lastrowid is not None:
+                    ids.append(cursor.lastrowid)
                 elif entry.source:
                     self.add_alias(entry.sha256, entry.source)
         return ids

@@ -90,7 +90,8 @@ class VectorIndex:
     def remove(self, ids: list[int]) -> bool:
         """Remove ids where the structure supports it; False means search filters them."""
         if self.kind == "flat" and ids:
-            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+            selected = np.asarray(ids, dtype=np.int64)
+            self.index.remove_ids(faiss.IDSelectorBatch(selected.size, faiss.swig_ptr(selected)))
             return True
         return False
 

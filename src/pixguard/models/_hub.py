@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -22,8 +24,24 @@ __all__ = ["download_model_files", "is_cached", "split_revision"]
 
 _OFFLINE_HINT = (
     "Use the bundled offline model with `--model opennsfw`, or a local model folder "
-    "with `--model PATH`."
+    "with `--model PATH`; set HF_HUB_OFFLINE=1 to skip the Hub at once."
 )
+#: How long the Hub gets to accept a connection before pixguard treats it as
+#: unreachable (huggingface_hub's own retries would take tens of seconds).
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hub endpoint accepts a TCP connection within ``timeout``."""
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def is_cached(repo_id: str) -> bool:
@@ -47,10 +65,16 @@ def download_model_files(repo: str, *, model_name: str) -> Path:
     one snapshot, and the caller loads exactly that folder.
     """
     repo_id, revision = split_revision(repo)
+    # Unreachable Hub: the cache alone answers, at once, instead of after retries.
+    local_only = not hub_reachable()
     try:
-        weights = hf_hub_download(repo_id, SAFE_WEIGHTS_NAME, revision=revision)
+        weights = hf_hub_download(
+            repo_id, SAFE_WEIGHTS_NAME, revision=revision, local_files_only=local_only
+        )
         snapshot = Path(weights).parent
-        config = hf_hub_download(repo_id, CONFIG_NAME, revision=revision)
+        config = hf_hub_download(
+            repo_id, CONFIG_NAME, revision=revision, local_files_only=local_only
+        )
     except HFValidationError as exc:
         raise ModelNotFoundError(
             f"{repo!r} is not a valid Hub repository id", source=model_name

@@ -6,5 +6,14 @@
 """
 
 from ._policy import MAX_POLICY_BYTES, Action, Bands, Decision, Policy
+from ._video import block_score, decide_worst
 
-__all__ = ["MAX_POLICY_BYTES", "Action", "Bands", "Decision", "Policy"]
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "Action",
+    "Bands",
+    "Decision",
+    "Policy",
+    "block_score",
+    "decide_worst",
+]

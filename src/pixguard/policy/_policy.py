@@ -21,12 +21,13 @@ from .._exceptions import (
     PolicyLabelError,
     PolicyNotFoundError,
 )
+from .._files import MIB
 from ..classify import Prediction
 
 __all__ = ["MAX_POLICY_BYTES", "Action", "Bands", "Decision", "Policy"]
 
 # A policy file is a few hundred bytes; anything far larger is not a policy.
-MAX_POLICY_BYTES = 1024 * 1024
+MAX_POLICY_BYTES = MIB
 
 
 class Action(StrEnum):

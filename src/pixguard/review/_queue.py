@@ -45,22 +45,28 @@ __all__ = [
 DEFAULT_LEASE_S = 300.0
 DEFAULT_RETENTION_S = 30 * 24 * 3600.0
 MAX_CLAIM = 100
+# A long-running service purges as it goes: at most this often, or a tenth of the
+# retention limit when that is shorter.
+PURGE_INTERVAL_S = 3600.0
 MAX_BULK = 1000
 _SECONDS_PER_DAY = 86400
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
-# Suffixes that `pixguard finetune` reads back from an exported ImageFolder.
-_SUFFIX = {
-    "JPEG": ".jpg",
-    "MPO": ".jpg",
-    "PNG": ".png",
-    "GIF": ".gif",
-    "WEBP": ".webp",
-    "BMP": ".bmp",
-    "TIFF": ".tif",
-    "AVIF": ".avif",
+# Pillow format -> the suffix `pixguard finetune` reads back from an exported
+# ImageFolder, and the media type the image is served with.
+_FORMATS = {
+    "JPEG": (".jpg", "image/jpeg"),
+    "MPO": (".jpg", "image/jpeg"),
+    "PNG": (".png", "image/png"),
+    "GIF": (".gif", "image/gif"),
+    "WEBP": (".webp", "image/webp"),
+    "BMP": (".bmp", "image/bmp"),
+    "TIFF": (".tif", "image/tiff"),
+    "AVIF": (".avif", "image/avif"),
 }
+_MEDIA_TYPES = dict(_FORMATS.values())
+_UNKNOWN = (".bin", "application/octet-stream")
 
 
 class ItemState(StrEnum):
@@ -110,6 +116,10 @@ class ReviewItem:
     claimed_by: str | None
     lease_until: float | None
     has_bytes: bool
+
+    @property
+    def media_type(self) -> str:
+        return _MEDIA_TYPES.get(self.suffix, _UNKNOWN[1])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,9 +218,9 @@ class _Blobs:
 def _suffix_of(data: bytes) -> str:
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return _SUFFIX.get(image.format or "", ".bin")
+            return _FORMATS.get(image.format or "", _UNKNOWN)[0]
     except (UnidentifiedImageError, OSError, ValueError):
-        return ".bin"
+        return _UNKNOWN[0]
 
 
 _SCHEMA = """
@@ -293,7 +303,15 @@ class ReviewQueue:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._blobs = _Blobs(self.data_dir / "review-images")
-        self.purge()
+        self._purge_every = min(PURGE_INTERVAL_S, retention_s / 10)
+        self._next_purge = 0.0
+        self._maybe_purge()
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_purge:
+            self._next_purge = now + self._purge_every
+            self.purge()
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike[str], **options: Any) -> ReviewQueue:
@@ -330,6 +348,7 @@ class ReviewQueue:
             raise ReviewInvalidError(
                 f"only items routed to review are queued, not {decision.action.value!r}"
             )
+        self._maybe_purge()
         digest = sha256 or hashlib.sha256(data).hexdigest()
         now = time.time()
         self._blobs.put(digest, data)
@@ -378,6 +397,7 @@ class ReviewQueue:
             raise ReviewInvalidError(f"limit must be between 1 and {MAX_CLAIM}, not {limit}")
         if queue not in (ItemState.pending, ItemState.escalated):
             raise ReviewInvalidError(f"there is no {queue!r} queue to claim from")
+        self._maybe_purge()
         now = time.time()
         with transaction(self._db, self._lock) as db:
             rows = db.execute(
@@ -556,9 +576,11 @@ class ReviewQueue:
         decision_id: int | None = None,
         appellant: str,
         note: str | None = None,
+        key_id: int | None = None,
     ) -> DecisionRecord:
         """Send a decided item (by its image's sha256, or a decision id) to the
-        escalation queue again."""
+        escalation queue again. With ``key_id``, only items that key submitted can
+        be appealed (others are not found)."""
         if (sha256 is None) == (decision_id is None):
             raise ReviewInvalidError("an appeal names either a sha256 or a decision id")
         _check_reviewer(appellant)
@@ -570,10 +592,14 @@ class ReviewQueue:
                 if found is None:
                     raise ReviewItemNotFoundError(f"no decision {decision_id}")
                 row = _item_row(db, found[0])
+                if key_id is not None and row["key_id"] != key_id:
+                    raise ReviewItemNotFoundError(f"no decision {decision_id}")
             else:
+                mine = "" if key_id is None else " AND key_id = ?"
                 row = db.execute(
-                    "SELECT * FROM items WHERE sha256 = ? AND state = ? ORDER BY id DESC LIMIT 1",
-                    (sha256, ItemState.decided),
+                    f"SELECT * FROM items WHERE sha256 = ? AND state = ?{mine}"
+                    " ORDER BY id DESC LIMIT 1",
+                    (sha256, ItemState.decided, *(() if key_id is None else (key_id,))),
                 ).fetchone()
                 if row is None:
                     raise ReviewItemNotFoundError(f"no decided item with sha256 {sha256}")
@@ -617,7 +643,8 @@ class ReviewQueue:
         after_id: int = 0,
         limit: int = 100,
     ) -> list[DecisionRecord]:
-        clauses, params = ["id > ?"], [after_id]
+        clauses = ["id > ?"]
+        params: list[int | str] = [after_id]
         if item_id is not None:
             clauses.append("item_id = ?")
             params.append(item_id)

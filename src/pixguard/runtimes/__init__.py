@@ -14,7 +14,9 @@ from ._artifacts import ARTIFACT_FILES, ModelArtifacts, record_trusted_torchscri
 from ._auto import AUTO_ORDER, LoadedRuntime, load_runtime
 from ._base import Runtime, RuntimeOutput
 from ._cache import cache_root
+from ._capabilities import bf16_supported, cpu_precisions
 from ._dispatch import PRECISIONS, RUNTIMES, open_runtime, register_loader
+from ._explain import HeatmapMethod, OcclusionMethod, nsfw_log_odds, open_heatmap_method
 from ._parity import (
     PARITY_TOLERANCE,
     ParityReference,
@@ -36,8 +38,10 @@ __all__ = [
     "PARITY_TOLERANCE",
     "PRECISIONS",
     "RUNTIMES",
+    "HeatmapMethod",
     "LoadedRuntime",
     "ModelArtifacts",
+    "OcclusionMethod",
     "OnnxRuntime",
     "OpenVinoRuntime",
     "ParityReference",
@@ -46,10 +50,14 @@ __all__ = [
     "RuntimeOutput",
     "TimmRuntime",
     "TorchScriptRuntime",
+    "bf16_supported",
     "cache_root",
     "check_parity",
     "compare_with_reference",
+    "cpu_precisions",
     "load_runtime",
+    "nsfw_log_odds",
+    "open_heatmap_method",
     "open_runtime",
     "parity_images",
     "parity_reference",

@@ -23,7 +23,7 @@ def cache_root() -> Path:
     return Path(base) / "pixguard"
 
 
-def cached_artifact(key: str, build: Callable[[Path], None]) -> Path:
+def cached_artifact(key: str, build: Callable[[Path], object]) -> Path:
     """The cache folder for ``key``, built once by ``build(tmp_folder)``.
 
     The folder is built under a temporary name and renamed into place, so a crash

@@ -11,32 +11,11 @@ import numpy as np
 from .._exceptions import ModelLoadError, RuntimeUnavailableError
 from ..models import ModelSpec
 from ._base import RuntimeOutput
+from ._capabilities import cpu_precisions, openvino_core
 
-__all__ = ["OpenVinoRuntime", "openvino_precisions"]
+__all__ = ["OpenVinoRuntime"]
 
 _PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-
-
-def _core():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise RuntimeUnavailableError("the openvino package is not installed") from exc
-    return openvino.Core()
-
-
-def openvino_precisions() -> tuple[str, ...]:
-    """Precisions this CPU runs natively under OpenVINO."""
-    try:
-        capabilities = set(_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    except RuntimeUnavailableError:
-        return ()
-    found = ["fp32"]
-    if "BF16" in capabilities:
-        found.append("bf16")
-    if "INT8" in capabilities:
-        found.append("int8")
-    return tuple(found)
 
 
 class OpenVinoRuntime:
@@ -58,13 +37,13 @@ class OpenVinoRuntime:
     def __init__(self, model: Path, spec: ModelSpec, *, precision: str = "fp32") -> None:
         if precision not in _PRECISION_HINTS:
             raise RuntimeUnavailableError(f"unknown precision {precision!r}", source=spec.name)
-        if precision not in openvino_precisions():
+        if precision not in cpu_precisions():
             raise RuntimeUnavailableError(
                 f"this CPU does not run {precision} under OpenVINO", source=spec.name
             )
         self.spec = spec
         self.precision = precision
-        self._core = _core()
+        self._core = openvino_core()
         self._precision_hint = _PRECISION_HINTS[precision]
         self._lock = threading.Lock()
         try:

@@ -6,6 +6,7 @@ import logging
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import timm
@@ -19,6 +20,11 @@ __all__ = ["ONNX_OPSET", "ProbabilitiesAndEmbedding", "TimmRuntime", "TorchScrip
 
 ONNX_OPSET = 17
 
+#: A timm model. timm adds ``forward_features``, ``get_classifier``, ``num_features``
+#: and friends to every architecture, but torch's typing sees each attribute of a
+#: Module as ``Tensor | Module``, so these models are typed as ``Any``.
+TimmModel = Any
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,10 +36,10 @@ class ProbabilitiesAndEmbedding(torch.nn.Module):
     runtime computes exactly the same two outputs.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: TimmModel) -> None:
         super().__init__()
-        self.model = model
-        self.classifier = model.get_classifier()
+        self.model: TimmModel = model
+        self.classifier: TimmModel = model.get_classifier()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(pixels)
@@ -47,7 +53,7 @@ class TimmRuntime:
 
     kind = "torch"
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, *, precision: str = "fp32") -> None:
+    def __init__(self, model: TimmModel, spec: ModelSpec, *, precision: str = "fp32") -> None:
         if not isinstance(model.get_classifier(), torch.nn.Module):
             raise ModelConfigError(
                 f"architecture {spec.architecture} has no single classifier head",
@@ -59,7 +65,7 @@ class TimmRuntime:
             )
         self.spec = spec
         self.precision = precision
-        self.model = model.eval()
+        self.model: TimmModel = model.eval()
         self.module = ProbabilitiesAndEmbedding(self.model).eval()
 
     @classmethod
@@ -82,7 +88,7 @@ class TimmRuntime:
         )
         timm_name = f"local-dir:{folder}"
         try:
-            model = timm.create_model(timm_name, pretrained=True)
+            model: TimmModel = timm.create_model(timm_name, pretrained=True)
         except Exception as exc:
             raise ModelLoadError(
                 f"timm could not build the model ({type(exc).__name__}: {exc})", source=spec.name

@@ -2,8 +2,9 @@
 
 from ._app import ServiceError, ServiceState, create_app, get_service
 from ._audit import AuditLog
+from ._auth import Principal
 from ._batcher import MicroBatcher, QueueFullError
-from ._keys import ApiKey, KeyStore
+from ._keys import ApiKey, KeyStore, Role
 from ._settings import ServeSettings
 
 __all__ = [
@@ -11,7 +12,9 @@ __all__ = [
     "AuditLog",
     "KeyStore",
     "MicroBatcher",
+    "Principal",
     "QueueFullError",
+    "Role",
     "ServeSettings",
     "ServiceError",
     "ServiceState",

@@ -28,6 +28,11 @@ def create_app(
         title="pixguard",
         version=__version__,
         lifespan=make_lifespan(settings, classifier_factory),
+        # The docs and the schema are served by the console router, behind auth and
+        # with Swagger UI's assets from the package (no CDN).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.middleware("http")(request_context)
     install_error_handlers(app)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 from ..classify import Classifier, Prediction, PreparedInput
 
 __all__ = ["MicroBatcher", "QueueFullError"]
+
+logger = logging.getLogger("pixguard.serve")
 
 
 class QueueFullError(Exception):
@@ -22,7 +26,12 @@ class MicroBatcher:
     ``max_wait_s`` for a batch to fill, and runs them in one forward pass.
 
     The queue is bounded: when it is full, :meth:`submit` refuses at once instead of
-    letting memory grow.
+    letting memory grow. :meth:`admit` reserves room before a request decodes
+    anything, so a full service answers 429 without doing the expensive work.
+
+    A batch that fails (in the model or anywhere after it) fails only its own
+    requests; the thread goes on with the next batch. :attr:`alive` says whether
+    the thread still runs.
     """
 
     def __init__(
@@ -41,7 +50,12 @@ class MicroBatcher:
             queue_size
         )
         self._on_batch = on_batch
+        self._queue_size = queue_size
+        self._admitted = 0
         self._closed = False
+        # Guards _closed and _admitted: a submit racing close either lands before the
+        # stop marker (and is run) or is refused; it is never left unresolved.
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="pixguard-batcher", daemon=True)
         self._thread.start()
 
@@ -49,19 +63,44 @@ class MicroBatcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, item: PreparedInput) -> Future[Prediction]:
-        if self._closed:
-            raise QueueFullError("the service is shutting down")
-        future: Future[Prediction] = Future()
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closed
+
+    @contextmanager
+    def admit(self, count: int) -> Iterator[None]:
+        """Reserve room for ``count`` inputs for the block's duration, or raise
+        :class:`QueueFullError` at once when the reserved and queued inputs would
+        exceed the queue size."""
+        with self._lock:
+            if self._closed:
+                raise QueueFullError("the service is shutting down")
+            if self._admitted + count > self._queue_size:
+                raise QueueFullError("the inference queue is full")
+            self._admitted += count
         try:
-            self._queue.put_nowait((item, future))
-        except queue.Full:
-            raise QueueFullError("the inference queue is full") from None
+            yield
+        finally:
+            with self._lock:
+                self._admitted -= count
+
+    def submit(self, item: PreparedInput) -> Future[Prediction]:
+        future: Future[Prediction] = Future()
+        with self._lock:
+            if self._closed:
+                raise QueueFullError("the service is shutting down")
+            try:
+                self._queue.put_nowait((item, future))
+            except queue.Full:
+                raise QueueFullError("the inference queue is full") from None
         return future
 
     def close(self) -> None:
         """Stop accepting, finish everything queued, then stop the thread."""
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._queue.put(None)
         self._thread.join()
 
@@ -106,11 +145,14 @@ class MicroBatcher:
             predictions = self._classifier.predict_prepared(
                 [item for item, _ in live], batch_size=self._max_batch
             )
+            results = list(zip(live, predictions, strict=True))
+            if self._on_batch is not None:
+                self._on_batch(len(live), time.perf_counter() - started)
         except Exception as exc:
+            logger.exception("a batch of %d failed; the batcher goes on", len(live))
             for _, future in live:
-                future.set_exception(exc)
+                if not future.done():
+                    future.set_exception(exc)
             return
-        if self._on_batch is not None:
-            self._on_batch(len(live), time.perf_counter() - started)
-        for (_, future), prediction in zip(live, predictions, strict=True):
+        for (_, future), prediction in results:
             future.set_result(prediction)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -17,17 +19,36 @@ __all__ = ["request_context"]
 
 logger = logging.getLogger("pixguard.serve")
 
+#: A client's X-Request-ID is kept only when it is short and plain (it goes into
+#: logs, the audit log and headers); anything else is replaced by a fresh id.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
 
 async def request_context(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = _request_id(request)
     request.state.request_id = request_id
     started = time.perf_counter()
     try:
         response = await call_next(request)
-    except Exception:
-        logger.exception("unhandled error", extra={"request_id": request_id})
+    except Exception as exc:
+        logger.error(
+            json.dumps(
+                {
+                    "event": "unhandled_error",
+                    "request_id": request_id,
+                    "path": request.url.path,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                }
+            )
+        )
         response = error_response(request, 500, "internal_error", "internal error")
     response.headers["X-Request-ID"] = request_id
     route = request.scope.get("route")

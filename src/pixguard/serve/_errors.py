@@ -3,12 +3,24 @@ pixguard's error codes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from .._exceptions import ImageError, PixguardError
 
-__all__ = ["ServiceError", "error_response", "install_error_handlers", "status_for"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "ErrorBody",
+    "ServiceError",
+    "error_response",
+    "install_error_handlers",
+    "status_for",
+]
 
 # pixguard error code -> HTTP status; anything not listed is 422 for images, 500 otherwise.
 _STATUS = {
@@ -17,6 +29,44 @@ _STATUS = {
     "index_model_mismatch": 409,
     "index_entry_not_found": 404,
     "index_error": 409,
+    "review_item_not_found": 404,
+    "review_conflict": 409,
+    "review_invalid": 422,
+    "image_unsupported_format": 415,
+}
+
+# Starlette's own errors (unknown route, wrong method, bad multipart) -> stable codes.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (and what the OpenAPI schema promises for each)."""
+
+    code: str
+    message: str
+    request_id: str | None
+
+
+#: The error answers every router documents (replacing FastAPI's own 422 schema).
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad request (a malformed multipart body)"),
+        (401, "Missing or invalid API key"),
+        (404, "Not found"),
+        (408, "The request body was too slow"),
+        (413, "Too large, or too many images"),
+        (415, "Unsupported media type"),
+        (422, "Invalid parameters or image"),
+        (429, "Rate limited or queue full"),
+        (500, "Internal error"),
+        (504, "Timed out"),
+    )
 }
 
 
@@ -41,7 +91,7 @@ def error_response(
     status: int,
     code: str,
     message: str,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "code": code,
@@ -55,6 +105,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return error_response(request, 422, "invalid_request", problems or "invalid request")
 
     @app.exception_handler(PixguardError)
     async def pixguard_error(request: Request, exc: PixguardError) -> JSONResponse:

@@ -21,12 +21,15 @@ from fastapi import Depends, FastAPI, Request
 from ..classify import Classifier
 from ..images import DecodeLimits
 from ..index import Index
+from ..policy import Policy
+from ..review import ReviewQueue
 from ._audit import AuditLog
 from ._batcher import MicroBatcher
 from ._jobs import JobQueue
 from ._keys import KeyStore
 from ._limits import RateLimiter
 from ._metrics import Metrics
+from ._sessions import SessionStore
 from ._settings import ServeSettings
 
 __all__ = ["ClassifierFactory", "Service", "ServiceState", "get_service", "make_lifespan"]
@@ -34,6 +37,14 @@ __all__ = ["ClassifierFactory", "Service", "ServiceState", "get_service", "make_
 logger = logging.getLogger("pixguard.serve")
 
 ClassifierFactory = Callable[[ServeSettings], Classifier]
+
+SECONDS_PER_DAY = 86400
+# Console sign-ins held in memory at once; beyond it the oldest is signed out.
+MAX_SESSIONS = 10_000
+#: The heavy-decode pool gets 1 thread per this many CPUs (at least one).
+HEAVY_DECODE_SHARE = 2
+#: Threads for the audit log and index (SQLite serialises writes anyway).
+STORE_THREADS = 2
 
 
 @dataclass
@@ -45,12 +56,23 @@ class ServiceState:
     audit: AuditLog
     metrics: Metrics
     decode_pool: ThreadPoolExecutor
+    heavy_pool: ThreadPoolExecutor
+    store_pool: ThreadPoolExecutor
     limiter: RateLimiter
+    sessions: SessionStore
+    review: ReviewQueue
+    policy: Policy | None = None
     index: Index | None = None
     bank: Index | None = None
     index_lock: threading.Lock = field(default_factory=threading.Lock)
     jobs: JobQueue | None = None
     ready: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        """Ready, and every worker thread still runs."""
+        jobs_alive = self.jobs is None or self.jobs.alive
+        return self.ready and self.batcher.alive and jobs_alive
 
 
 def get_service(request: Request) -> ServiceState:
@@ -61,7 +83,11 @@ Service = Annotated[ServiceState, Depends(get_service)]
 
 
 def load_classifier(config: ServeSettings) -> Classifier:
-    limits = DecodeLimits(max_bytes=config.max_upload_bytes, max_pixels=config.max_pixels)
+    limits = DecodeLimits(
+        max_bytes=config.max_upload_bytes,
+        max_pixels=config.max_pixels,
+        max_animation_pixels=config.max_file_pixels,
+    )
     return Classifier.load(
         config.model,
         runtime=config.runtime,
@@ -84,8 +110,22 @@ def _load_jobs(settings: ServeSettings, classifier: Classifier) -> JobQueue:
         safety_action=settings.generate_safety_action,
     )
     return JobQueue(
-        generator, settings.data_dir / "generated", max_queued=settings.generate_queue_size
+        generator,
+        settings.data_dir / "generated",
+        max_queued=settings.generate_queue_size,
+        keep_jobs=settings.generate_keep_jobs,
+        keep_s=settings.generate_keep_s,
     )
+
+
+def _warn_if_open(settings: ServeSettings) -> None:
+    if settings.auth == "off" and not settings.loopback:
+        message = (
+            f"AUTHENTICATION IS OFF on {settings.host}, which is not a loopback address: "
+            "anyone who can reach this port can classify, read the audit log and add to "
+            "the index. Use --auth auto or on with API keys (pixguard keys create)."
+        )
+        logger.warning(json.dumps({"event": "auth_off", "level": "warning", "message": message}))
 
 
 def make_lifespan(
@@ -97,7 +137,9 @@ def make_lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        _warn_if_open(settings)
         classifier = await loop.run_in_executor(None, factory, settings)
+        cpus = max(1, os.cpu_count() or 1)
         metrics = Metrics()
         batcher = MicroBatcher(
             classifier,
@@ -114,13 +156,27 @@ def make_lifespan(
             keys=KeyStore(settings.data_dir / "keys.db"),
             audit=AuditLog(settings.data_dir / "audit.db"),
             metrics=metrics,
-            decode_pool=ThreadPoolExecutor(
-                max(1, os.cpu_count() or 1), thread_name_prefix="pixguard-decode"
+            decode_pool=ThreadPoolExecutor(cpus, thread_name_prefix="pixguard-decode"),
+            heavy_pool=ThreadPoolExecutor(
+                max(1, cpus // HEAVY_DECODE_SHARE), thread_name_prefix="pixguard-decode-heavy"
             ),
+            # The audit log and the index have their own threads: nothing else (event
+            # streams, decoding) can delay a decision's durable record.
+            store_pool=ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="pixguard-store"),
             limiter=RateLimiter(settings.rate_limit_per_minute),
+            sessions=SessionStore(ttl_s=settings.session_ttl_s, max_sessions=MAX_SESSIONS),
+            review=ReviewQueue(
+                settings.data_dir,
+                lease_s=settings.review_lease_s,
+                retention_s=settings.review_retention_days * SECONDS_PER_DAY,
+                keep_for_training=settings.review_keep_for_training,
+            ),
+            policy=Policy.load(settings.policy) if settings.policy else None,
             index=Index.open(settings.index) if settings.index else None,
             bank=Index.open(settings.bank, create=False) if settings.bank else None,
         )
+        if service.policy is not None:
+            service.policy.check_labels(classifier.name, classifier.spec.label_names)
         if settings.generate_variant:
             service.jobs = await loop.run_in_executor(None, _load_jobs, settings, classifier)
         app.state.service = service
@@ -134,6 +190,7 @@ def make_lifespan(
                     "model": classifier.name,
                     "runtime": classifier.runtime_name,
                     "auth_required": settings.auth_required,
+                    "data_dir": str(settings.data_dir.resolve()),
                 }
             )
         )
@@ -144,12 +201,14 @@ def make_lifespan(
             await loop.run_in_executor(None, batcher.close)  # finishes accepted work
             if service.jobs is not None:
                 await loop.run_in_executor(None, service.jobs.close)
-            service.decode_pool.shutdown(wait=True)
+            for pool in (service.decode_pool, service.heavy_pool, service.store_pool):
+                pool.shutdown(wait=True)
             for store in (service.index, service.bank):
                 if store is not None:
                     store.close()
             service.keys.close()
             service.audit.close()
+            service.review.close()
             classifier.close()
             logger.info(json.dumps({"event": "stopped", "drained": True}))
 

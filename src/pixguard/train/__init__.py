@@ -1,8 +1,10 @@
 """Custom policies: fine-tune, evaluate and calibrate on your own labelled images."""
 
+from ._config import FinetuneConfig
 from ._data import Dataset, Sample, load_dataset
 from ._evaluate import calibrate, evaluate
-from ._finetune import FinetuneConfig, FinetuneResult, finetune
+from ._finetune import FinetuneResult, finetune
+from ._probe import train_probe
 
 __all__ = [
     "Dataset",
@@ -13,4 +15,5 @@ __all__ = [
     "evaluate",
     "finetune",
     "load_dataset",
+    "train_probe",
 ]

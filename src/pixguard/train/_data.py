@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._exceptions import DatasetError
+from ..images import IMAGE_SUFFIXES
 
 __all__ = ["Dataset", "Sample", "load_dataset"]
-
-_IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif"}
-)
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,8 @@ class Dataset:
         if not 0.0 < val_fraction < 1.0:
             raise DatasetError("the validation fraction must be between 0 and 1")
         rng = np.random.default_rng(seed)
-        train, val = [], []
+        train: list[int] = []
+        val: list[int] = []
         targets = self.targets
         for cls in range(len(self.classes)):
             members = rng.permutation(np.flatnonzero(targets == cls))
@@ -64,10 +63,10 @@ def _from_folder(root: Path) -> list[Sample]:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise DatasetError("an image folder needs at least two class sub-folders", source=str(root))
-    samples = []
+    samples: list[Sample] = []
     for folder in classes:
         files = sorted(
-            p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()
+            p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
         )
         samples.extend(Sample(path, folder.name) for path in files)
     return samples
@@ -96,7 +95,7 @@ def _from_manifest(path: Path) -> list[Sample]:
     return samples
 
 
-def load_dataset(source: str | Path) -> Dataset:
+def load_dataset(source: str | os.PathLike[str]) -> Dataset:
     """Read an ImageFolder or a ``.csv``/``.jsonl`` manifest (paths relative to it)."""
     source = Path(source)
     if source.is_dir():

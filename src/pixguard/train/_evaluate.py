@@ -56,11 +56,11 @@ def score_dataset(
 ) -> Scores:
     scores, keep, failed = [], [], []
     for i, prediction in enumerate(classifier.iter_predict(dataset.paths, batch_size=batch_size)):
-        if prediction.ok:
+        if prediction.error is not None:
+            failed.append({"path": prediction.source, **prediction.error.to_dict()})
+        else:
             scores.append(prediction.nsfw_score)
             keep.append(i)
-        else:
-            failed.append({"path": prediction.source, **prediction.error.to_dict()})  # type: ignore[union-attr]
     if not keep:
         raise DatasetError("no image of the dataset could be read")
     return Scores(truth[np.array(keep)], np.array(scores, dtype=np.float64), failed)
@@ -115,7 +115,7 @@ def calibrate(
     if (target_precision is None) == (target_recall is None):
         raise DatasetError("give exactly one of target precision or target recall")
     target = target_precision if target_precision is not None else target_recall
-    if not 0.0 < float(target) <= 1.0:  # type: ignore[arg-type]
+    if target is None or not 0.0 < float(target) <= 1.0:
         raise DatasetError("a target is a fraction in (0, 1]")
     folder = Path(model_folder)
     config = read_config(folder)

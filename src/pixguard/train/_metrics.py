@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn import metrics
@@ -112,7 +112,7 @@ def save_curves(
     point = operating_point(truth, scores, threshold)
     marker = {"color": "red", "zorder": 3, "label": f"threshold {threshold:.3f}"}
 
-    def figure(name: str, legend: str, draw: Any) -> Path:
+    def figure(name: str, legend: Literal["lower left", "lower right"], draw: Any) -> Path:
         fig, axes = plt.subplots(figsize=(5, 4), dpi=120)
         draw(axes)
         axes.legend(loc=legend)

@@ -2,21 +2,20 @@
 ``train.log`` of JSON lines, and the loss plot.
 
 A checkpoint is a folder ``checkpoint/step-N`` holding the LoRA weights and the
-optimizer tensors as safetensors and everything else as JSON; ``checkpoint/latest.json``
-names the newest complete one and is written last, atomically, so a crash while
-saving leaves the previous checkpoint in charge.
+optimizer tensors as safetensors and everything else as JSON, written as one
+atomic folder; ``checkpoint/latest.json`` names the newest and is written after
+it, so a crash while saving leaves the previous checkpoint in charge.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ..._exceptions import TrainingError
-from ..._files import atomic_text_file, write_json_atomic
+from ..._files import atomic_file, atomic_folder, atomic_text_file, write_json_atomic
 
 __all__ = ["TrainLog", "load_checkpoint", "plot_losses", "save_checkpoint"]
 
@@ -29,9 +28,7 @@ _STATE = "state.json"
 def _save_tensors(tensors: dict[str, Any], target: Path) -> None:
     from safetensors.torch import save_file
 
-    temporary = target.with_name(f".{target.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temporary))
-    os.replace(temporary, target)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(target))
 
 
 def save_checkpoint(
@@ -40,21 +37,21 @@ def save_checkpoint(
     """Save the trainable weights, the optimizer and ``state`` as ``folder/step-N``,
     then point ``latest.json`` at it and drop older checkpoints."""
     target = folder / f"step-{step}"
-    target.mkdir(parents=True, exist_ok=True)
-    _save_tensors(weights, target / _WEIGHTS)
     optimizer_state = optimizer.state_dict()
-    _save_tensors(
-        {
-            f"{index}.{name}": value
-            for index, slots in optimizer_state["state"].items()
-            for name, value in slots.items()
-        },
-        target / _OPTIMIZER,
-    )
-    write_json_atomic(
-        target / _STATE,
-        {**state, "step": step, "param_groups": optimizer_state["param_groups"]},
-    )
+    with atomic_folder(target, replace=True) as scratch:
+        _save_tensors(weights, scratch / _WEIGHTS)
+        _save_tensors(
+            {
+                f"{index}.{name}": value
+                for index, slots in optimizer_state["state"].items()
+                for name, value in slots.items()
+            },
+            scratch / _OPTIMIZER,
+        )
+        write_json_atomic(
+            scratch / _STATE,
+            {**state, "step": step, "param_groups": optimizer_state["param_groups"]},
+        )
     write_json_atomic(folder / _LATEST, {"step": step, "folder": target.name})
     for old in folder.glob("step-*"):
         if old != target and old.is_dir():
@@ -150,7 +147,6 @@ def plot_losses(records: list[dict[str, Any]], target: Path) -> None:
     axes.set_ylabel("flow-matching loss")
     axes.legend()
     figure.tight_layout()
-    temporary = target.with_name(f".{target.name}.tmp.png")
-    figure.savefig(temporary, format="png")
+    with atomic_file(target) as temporary:
+        figure.savefig(temporary, format="png")
     plt.close(figure)
-    os.replace(temporary, target)

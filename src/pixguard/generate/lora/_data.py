@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import math
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def _image_suffixes() -> frozenset[str]:
     )
 
 
-def load_captioned_images(source: str | Path) -> list[CaptionedImage]:
+def load_captioned_images(source: str | os.PathLike[str]) -> list[CaptionedImage]:
     """Images with captions: a folder where each image has a ``.txt`` caption beside
     it (``cat.png`` + ``cat.txt``), or a JSONL/CSV manifest with ``image`` and
     ``caption`` fields (image paths relative to the manifest)."""

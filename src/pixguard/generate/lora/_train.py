@@ -314,7 +314,7 @@ def _add_lora(transformer: Any, config: LoraTrainConfig) -> None:
         transformer.add_adapter(
             LoraConfig(
                 r=config.rank,
-                lora_alpha=config.alpha if config.alpha is not None else config.rank,
+                **_alpha_option(config),
                 init_lora_weights="gaussian",
                 target_modules=config.target_modules(),
             )
@@ -561,3 +561,9 @@ def _validate(
             decision, parameters, output / "validation" / f"step-{step}", config.seed
         )
     return [{**decision.to_dict(), "path": str(path) if path else None}]
+
+
+def _alpha_option(config: LoraTrainConfig) -> dict[str, Any]:
+    """peft annotates ``lora_alpha`` as int, but scales by ``lora_alpha / r`` in
+    floating point: fractional alphas are meant, and passed as they are."""
+    return {"lora_alpha": config.alpha if config.alpha is not None else config.rank}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _classify, _decisions, _health, _index, _jobs
+from ..console import router as console_router
+from . import _classify, _decisions, _health, _index, _jobs, _review
 
 __all__ = ["ROUTERS"]
 
@@ -15,4 +16,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     _decisions.router,
     _index.router,
     _jobs.router,
+    _review.router,
+    console_router,
 )

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from .._auth import Caller
+from .._errors import ERROR_RESPONSES
 from .._predict import decide
 from .._state import Service
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
 
 @router.post("/classify")
@@ -22,10 +23,21 @@ async def classify(
     service: Service,
     caller: Caller,
     embedding: Annotated[bool, Query(description="Include each image's embedding.")] = False,
+    explain: Annotated[
+        bool, Query(description="Add each image's `explanation` heatmap grid.")
+    ] = False,
+    stop_at_block: Annotated[
+        bool,
+        Query(description="Video bodies: stop decoding at the first frame at the block score."),
+    ] = False,
 ) -> JSONResponse:
-    """Classify one image (raw body) or several (multipart). Per image: label,
-    nsfw_score, probabilities, model, threshold, sha256 and an error if any."""
-    return await decide(request, service, caller, embedding)
+    """Classify one image (raw body) or several (multipart), or one video (a
+    ``video/*`` body: MP4, MOV, WebM, MKV). Per input: label, nsfw_score,
+    probabilities, model, threshold, sha256 and an error if any; videos add
+    ``timestamp``, ``timeline``, ``frames_classified`` and ``duration``."""
+    return await decide(
+        request, service, caller, embedding, explain=explain, stop_at_block=stop_at_block
+    )
 
 
 @router.post("/embed")

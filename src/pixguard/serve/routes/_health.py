@@ -10,11 +10,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...models import list_models
 from .._auth import Caller
+from .._errors import ERROR_RESPONSES
 from .._state import Service
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.get("/healthz")
@@ -22,15 +23,22 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready", "content": {"application/json": {}}}},
+)
 async def readyz(request: Request) -> JSONResponse:
     service = getattr(request.app.state, "service", None)
-    ready = bool(service and service.ready)
+    ready = bool(service and service.healthy)
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
-async def metrics(service: Service) -> Response:
+@router.get(
+    "/metrics",
+    responses={200: {"description": "Prometheus metrics", "content": {"text/plain": {}}}},
+)
+async def metrics(service: Service, caller: Caller) -> Response:
+    """Prometheus metrics (behind the same auth as every other route)."""
     service.metrics.queue_depth.set(service.batcher.depth)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from ...index import Index
-from .._auth import Caller
+from .._auth import AdminCaller, Caller
 from .._body import read_images
-from .._errors import ServiceError
+from .._errors import ERROR_RESPONSES, ServiceError
 from .._predict import predict
 from .._state import Service, ServiceState
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/index")
+router = APIRouter(prefix="/v1/index", responses=ERROR_RESPONSES)
 
 
 def _index(service: ServiceState) -> Index:
@@ -48,13 +48,13 @@ async def index_search(
 
     return {
         "request_id": request.state.request_id,
-        "hits": await asyncio.get_running_loop().run_in_executor(None, search),
+        "hits": await asyncio.get_running_loop().run_in_executor(service.store_pool, search),
     }
 
 
 @router.post("/add")
 async def index_add(
-    request: Request, service: Service, caller: Caller, tags: str = ""
+    request: Request, service: Service, caller: AdminCaller, tags: str = ""
 ) -> dict[str, Any]:
     index = _index(service)
     images = await read_images(request, service)
@@ -70,5 +70,5 @@ async def index_add(
 
     return {
         "request_id": request.state.request_id,
-        **await asyncio.get_running_loop().run_in_executor(None, add),
+        **await asyncio.get_running_loop().run_in_executor(service.store_pool, add),
     }

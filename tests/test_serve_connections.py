@@ -1,0 +1,108 @@
+"""Slow and greedy clients against a real uvicorn server (in a thread, on loopback),
+with the protocol and settings ``pixguard serve`` uses."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from pixguard import Classifier
+from pixguard.serve import ServeSettings
+from tests.serve_live import free_port, live_server
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, tiny_vit_folder):
+    settings = ServeSettings(
+        data_dir=tmp_path_factory.mktemp("live"),
+        port=free_port(),
+        header_timeout_s=1.0,
+        body_timeout_s=1.0,
+        max_connections_per_client=4,
+    )
+    with live_server(settings, lambda s: Classifier.load(tiny_vit_folder, runtime="torch")):
+        yield settings.port
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_slow_headers_are_cut_off(live):
+    with _connect(live) as sock:
+        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        started = time.monotonic()
+        assert _read_all(sock) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+
+
+def test_a_silent_connection_is_closed(live):
+    with _connect(live) as sock:
+        started = time.monotonic()
+        assert _read_all(sock) == b""
+        assert time.monotonic() - started < 5
+
+
+def test_a_slow_body_gets_408(live):
+    with _connect(live) as sock:
+        sock.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b"\x89PNG"
+        )
+        started = time.monotonic()
+        response = _read_all(sock)
+        assert response.startswith(b"HTTP/1.1 408"), response[:200]
+        assert b'"code":"request_timeout"' in response
+        assert time.monotonic() - started < 5
+
+
+def test_the_content_type_is_checked_before_the_body_is_read(live):
+    with _connect(live) as sock:
+        sock.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 10000000\r\n\r\n"
+        )
+        started = time.monotonic()
+        head = sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 415"), head[:200]
+        assert time.monotonic() - started < 0.9  # before the body deadline
+
+
+def test_connections_per_client_are_capped(live):
+    held = [_connect(live) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        with _connect(live) as extra:
+            response = _read_all(extra)
+        assert response.startswith(b"HTTP/1.1 429")
+        assert b"too_many_connections" in response
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    with _connect(live) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _read_all(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_a_non_ascii_digit_in_a_bearer_token_is_401(live):
+    # Sent as raw bytes: b"\xb2" reaches the app as "²", which isdigit() accepts and
+    # int() refuses (the test client would re-encode it).
+    with _connect(live) as sock:
+        sock.sendall(
+            b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer pgk_\xb2_x\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        response = _read_all(sock)
+    assert response.startswith(b"HTTP/1.1 401"), response[:300]
+    assert b'"code":"unauthorized"' in response
