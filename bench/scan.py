@@ -118,9 +118,12 @@ def synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return centres[picks] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
 
 
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 def bench_stores(count: int) -> list[list[str]]:
     from pixguard.index import Index, NewEntry
-    from pixguard.index._vectors import normalise
 
     vectors = normalise(synthetic(count, 192))
     rng = np.random.default_rng(1)
