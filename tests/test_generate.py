@@ -120,6 +120,24 @@ def test_classifier_failure_blocks(tiny_sd3, tiny_vit_folder, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_region_blur_scope_reaches_the_gate_and_fails_closed(tiny_sd3, tiny_vit_folder):
+    # Threshold 0 flags everything, so no region blur can bring a score under it:
+    # the gate must fall back to blurring the whole image.
+    generator = _generator(
+        tiny_sd3, tiny_vit_folder, threshold=0.0, action="blur", blur_scope="region"
+    )
+    assert generator.gate.blur_scope == "region"
+    result = generator("a cat", seed=5, **ARGS)[0]
+    assert result.gate.decision == "blurred"
+    assert "whole blur" in result.gate.reason
+
+
+def test_cli_rejects_an_unknown_blur_scope(tiny_sd3, tiny_vit_folder):
+    result = _cli(tiny_sd3, tiny_vit_folder, "--blur-scope", "partial")
+    assert result.exit_code == 2
+    assert "blur-scope" in result.output
+
+
 def test_blur_never_writes_the_original(tiny_sd3, tiny_vit_folder, tmp_path):
     original = _generator(tiny_sd3, tiny_vit_folder, threshold=1.0)("a cat", seed=5, **ARGS)[
         0

@@ -140,6 +140,7 @@ def test_limits_each_have_their_error(classifier, clip):
         _error(classifier, clip, limits=VideoLimits(max_pixels=64 * 64)) == "video_too_many_pixels"
     )
     assert _error(classifier, clip, limits=VideoLimits(max_frames=30)) == "video_too_many_frames"
+    assert _error(classifier, clip, limits=VideoLimits(max_seconds=1e-9)) == "video_too_long"
     too_many_samples = VideoSampling(fps=10, max_samples=20)
     assert _error(classifier, clip, sampling=too_many_samples) == "video_too_many_frames"
 

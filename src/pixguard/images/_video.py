@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,17 +74,21 @@ class VideoLimits:
         max_duration: longest video accepted, in seconds (declared, and decoded).
         max_pixels: largest frame (width x height) accepted.
         max_frames: most frames decoded from one file.
+        max_seconds: wall-clock seconds decoding one file may take (None: no bound).
     """
 
     max_bytes: int = 4 * 1024**3
     max_duration: float = 3 * 3600.0
     max_pixels: int = 4096 * 2304
     max_frames: int = 1_000_000
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_duration", "max_pixels", "max_frames"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"VideoLimits.{name} must be positive")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError("VideoLimits.max_seconds must be positive")
 
 
 @dataclass(frozen=True)
@@ -276,8 +281,16 @@ class VideoReader:
     def _frames(self) -> Iterator[Any]:
         import av
 
+        deadline = (
+            None if self.limits.max_seconds is None else time.monotonic() + self.limits.max_seconds
+        )
         try:
             for frame in self._container.decode(self._stream):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise VideoTooLongError(
+                        f"decoding took more than {self.limits.max_seconds:.0f} s",
+                        source=self.name,
+                    )
                 self.frames_decoded += 1
                 if self.frames_decoded > self.limits.max_frames:
                     raise VideoTooManyFramesError(

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .._exceptions import ImageTooLargeError, TooManyPixelsError, VideoTooLargeError
 from ..classify import Prediction, PreparedInput
-from ..images import SUPPORTED_FORMATS
+from ..images import SUPPORTED_FORMATS, VideoLimits
 from ..policy import Action, block_score, decide_worst
 from ._batcher import QueueFullError
 from ._body import read_body, read_images
@@ -147,7 +147,8 @@ async def decide(
                 if service.policy is not None
                 else service.classifier.threshold
             )
-        video = partial(service.classifier.predict_video, data, stop_at=stop_at)
+        limits = VideoLimits(max_seconds=service.settings.video_timeout_s)
+        video = partial(service.classifier.predict_video, data, stop_at=stop_at, limits=limits)
         images = [("body", data)]
         predictions: list[Prediction] = [await loop.run_in_executor(service.decode_pool, video)]
     else:

@@ -36,6 +36,9 @@ class ServeSettings(BaseSettings):
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     max_upload_bytes: int = Field(20 * MIB, ge=1, description="Larger request bodies get 413.")
     max_video_bytes: int = Field(512 * MIB, ge=1, description="Larger video/* bodies get 413.")
+    video_timeout_s: float = Field(
+        300.0, gt=0.0, description="Decoding one video body longer than this gets 422."
+    )
     max_pixels: int = Field(50_000_000, ge=1, description="Larger images get 422.")
     max_file_pixels: int = Field(
         100_000_000,
