@@ -115,7 +115,7 @@ def main() -> None:
     from pixguard.export import export_model
     from pixguard.images import preprocess
     from pixguard.models import resolve_model
-    from pixguard.runtimes import ModelArtifacts, check_parity, parity_images
+    from pixguard.runtimes import ModelArtifacts, check_parity, open_reference, parity_images
 
     work = Path(tempfile.mkdtemp(prefix="pixguard-bench-"))
     os.environ.setdefault("PIXGUARD_CACHE_DIR", str(work / "cache"))
@@ -171,7 +171,7 @@ def main() -> None:
 
     base = measure(ref_model, items=BATCH, repeats=args.repeats)
     rows = [["reference timm fp32 eager", f"{base.throughput:.1f}", "1.00", "-"]]
-    fp32_eager = artifacts.reference()
+    fp32_eager = open_reference(artifacts)
     for name, classifier in paths.items():
         timing = measure(
             lambda c=classifier: c.runtime.run(batch), items=BATCH, repeats=args.repeats

@@ -119,8 +119,7 @@ def synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_stores(count: int) -> list[list[str]]:
-    from pixguard.index import Index, NewEntry
-    from pixguard.index._vectors import normalise
+    from pixguard.index import Index, NewEntry, normalise
 
     vectors = normalise(synthetic(count, 192))
     rng = np.random.default_rng(1)

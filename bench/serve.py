@@ -5,7 +5,12 @@ One run: offline ``Classifier.predict`` throughput of the model, then a real
 512 px JPEGs at several concurrencies; optionally a soak that watches the server's
 resident memory.
 
-    python bench/serve.py [--model PATH] [--seconds 20] [--soak-seconds 600] [--output docs/bench-serve.md]
+    python bench/serve.py [--model PATH] [--seconds 20] [--concurrency 1 8 32 64]
+                          [--soak-seconds 600] [--output docs/bench-serve.md]
+
+CPU per image is the server process's user + system CPU time (all threads) over the
+requests it answered, against the offline process's CPU time per image: the
+service's own overhead is the ratio above 1.
 """
 
 from __future__ import annotations
@@ -79,6 +84,14 @@ def _load(
     results.put((latencies, errors, time.perf_counter() - start))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads together."""
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of stat (utime, stime), counted after the ")" of the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
         for line in handle:
@@ -92,6 +105,13 @@ def main() -> None:
     parser.add_argument("--model", help="model folder (default: random vit_tiny_patch16_384)")
     parser.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency")
     parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=list(CONCURRENCY),
+        help="client concurrencies to measure",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
@@ -109,10 +129,11 @@ def main() -> None:
 
     offline = Classifier.load(model)
     offline.predict(images[:16], batch_size=16)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(OFFLINE_REPEATS):
         offline.predict(images, batch_size=16)
     offline_rate = OFFLINE_REPEATS * len(images) / (time.perf_counter() - start)
+    offline_cpu_ms = 1000 * (time.process_time() - cpu_start) / (OFFLINE_REPEATS * len(images))
     runtime = offline.runtime_name
     offline.close()
     del offline
@@ -146,12 +167,23 @@ def main() -> None:
         except httpx.HTTPError:
             time.sleep(0.3)
     rows = [
-        ["offline Classifier.predict, batch 16", "-", f"{offline_rate:.1f}", "1.00", "-", "-", "-"]
+        [
+            "offline Classifier.predict, batch 16",
+            "-",
+            f"{offline_rate:.1f}",
+            "1.00",
+            f"{offline_cpu_ms:.1f}",
+            "1.00",
+            "-",
+            "-",
+            "-",
+        ]
     ]
     context = multiprocessing.get_context("spawn")
     try:
-        for concurrency in CONCURRENCY:
+        for concurrency in args.concurrency:
             results = context.Queue()
+            cpu_before = cpu_seconds(server.pid)
             generator = context.Process(
                 target=_load,
                 args=(f"{url}/v1/classify", concurrency, args.seconds, images, results),
@@ -159,6 +191,7 @@ def main() -> None:
             generator.start()
             latencies, errors, elapsed = results.get()
             generator.join()
+            cpu_ms = 1000 * (cpu_seconds(server.pid) - cpu_before) / len(latencies)
             ordered = sorted(latencies)
             rate = len(latencies) / elapsed
             rows.append(
@@ -167,6 +200,8 @@ def main() -> None:
                     str(concurrency),
                     f"{rate:.1f}",
                     f"{rate / offline_rate:.2f}",
+                    f"{cpu_ms:.1f}",
+                    f"{cpu_ms / offline_cpu_ms:.2f}",
                     f"{1000 * statistics.median(ordered):.0f}",
                     f"{1000 * ordered[int(0.99 * (len(ordered) - 1))]:.0f}",
                     str(errors),
@@ -197,7 +232,18 @@ def main() -> None:
             f"Model: {args.model or 'vit_tiny_patch16_384 (random weights)'}, runtime {runtime}",
             "",
             table(
-                ["path", "concurrency", "img/s", "x offline", "p50 ms", "p99 ms", "errors"], rows
+                [
+                    "path",
+                    "concurrency",
+                    "img/s",
+                    "x offline",
+                    "CPU ms/img",
+                    "x offline CPU",
+                    "p50 ms",
+                    "p99 ms",
+                    "errors",
+                ],
+                rows,
             ),
             "",
             *([soak] if soak else []),

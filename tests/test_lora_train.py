@@ -365,3 +365,28 @@ def test_cli_lora_train_writes_the_adapter(tiny_sd3, dataset, tiny_vit_folder, l
     again = CliRunner().invoke(app, [*command, "--steps", "3"])  # the last --steps wins
     assert again.exit_code == 0, again.output
     assert "resumed from step 2" in again.stdout
+
+
+def test_feed_forward_targets_blocks_checkpointing_and_bf16(tiny_sd3, dataset, lenient, tmp_path):
+    from safetensors import safe_open
+
+    config = LoraTrainConfig(
+        **TINY,
+        steps=2,
+        targets="attn+ff",
+        blocks=(0,),
+        gradient_checkpointing=True,
+        precision="bf16",
+        alpha=8.0,
+    )
+    result = train_lora(
+        dataset, variant=tiny_sd3, output=tmp_path, config=config, classifier=lenient, device="cpu"
+    )
+    assert all(np.isfinite(result.losses))
+    with safe_open(str(result.weights), framework="pt") as handle:
+        keys = list(handle.keys())
+        metadata = json.loads(handle.metadata()["lora_adapter_metadata"])
+    assert any(".ff.net." in key for key in keys)
+    assert any(".attn.to_q." in key for key in keys)
+    assert all(key.startswith("transformer.transformer_blocks.0.") for key in keys)
+    assert metadata["transformer.lora_alpha"] == 8.0  # alpha travels with the file

@@ -22,6 +22,8 @@ from pixguard.runtimes import (
     check_parity,
     compare_with_reference,
     cpu_precisions,
+    open_on,
+    open_reference,
     parity_images,
     parity_reference,
 )
@@ -86,7 +88,7 @@ class _Skewed:
 
 
 def test_gate_rejects_paths_that_drift(tiny_vit_folder):
-    reference = ModelArtifacts(resolve_model(tiny_vit_folder)).reference()
+    reference = open_reference(ModelArtifacts(resolve_model(tiny_vit_folder)))
     assert check_parity(reference, reference, threshold=0.5).passed
     small = check_parity(reference, _Skewed(reference, 0.005), threshold=0.5)
     assert small.passed
@@ -186,7 +188,7 @@ def test_runtime_outputs_have_the_documented_shapes(tiny_vit_folder):
         [preprocess(image, artifacts.spec.preprocessing) for image in parity_images()[:3]]
     )
     for kind in ("torch", "onnxruntime", "openvino"):
-        out = artifacts.open(kind, "fp32").run(batch)
+        out = open_on(artifacts, kind, "fp32").run(batch)
         assert out.probabilities.shape == (3, 2)
         assert out.embeddings.shape == (3, 192)
         assert out.probabilities.dtype == np.float32
@@ -197,7 +199,7 @@ def test_openvino_batches_match_single_images_in_any_memory_layout(tiny_vit_fold
     """Batches run row by row across OpenVINO's streams: rows keep their order, and a
     strided (Fortran-ordered) batch gives the same scores as a contiguous one."""
     artifacts = ModelArtifacts(resolve_model(tiny_vit_folder))
-    runtime = artifacts.open("openvino", "fp32")
+    runtime = open_on(artifacts, "openvino", "fp32")
     batch = np.stack(
         [preprocess(image, artifacts.spec.preprocessing) for image in parity_images()[:7]]
     )
@@ -232,7 +234,7 @@ def test_gate_catches_a_drift_that_shows_only_near_the_threshold(tiny_vit_folder
     """A confident model scores every fixed image near 0 or 1, where a shifted logit
     barely moves the score; the bisection blends land near the threshold, where it
     shows."""
-    tiny = ModelArtifacts(resolve_model(tiny_vit_folder)).reference()
+    tiny = open_reference(ModelArtifacts(resolve_model(tiny_vit_folder)))
     reference = _Confident(tiny, sharpness=4.0)
     drifting = _Confident(tiny, sharpness=4.0, shift=0.3)
     recorded = parity_reference(reference, threshold=0.5)
@@ -254,7 +256,7 @@ def test_gate_catches_a_drift_that_shows_only_near_the_threshold(tiny_vit_folder
 
 
 def test_parity_reference_round_trips_and_rebuilds_the_same_inputs(tiny_vit_folder):
-    reference = ModelArtifacts(resolve_model(tiny_vit_folder)).reference()
+    reference = open_reference(ModelArtifacts(resolve_model(tiny_vit_folder)))
     recorded = parity_reference(reference, threshold=0.5)
     assert recorded.blends  # the tiny model scores the fixed images on both sides
     again = ParityReference.from_dict(json.loads(json.dumps(recorded.to_dict())))

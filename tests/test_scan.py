@@ -225,6 +225,18 @@ def test_cli_scan_prints_a_summary_with_policy_actions(
     assert f'"block": {sum(r["action"] == "block" for r in rows)}' in result.output
     missing = CliRunner().invoke(app, ["scan", str(tmp_path / "nowhere"), "-o", str(output)])
     assert missing.exit_code == 2 and "scan_invalid" in missing.output
+    # Refused before any worker starts, with the typed error.
+    unknown = CliRunner().invoke(
+        app, ["scan", str(collection), "-o", str(tmp_path / "o2"), "--model", "no-such-model"]
+    )
+    assert unknown.exit_code == 2 and "model_not_found" in unknown.output
+    table = f'models."{tiny_vit_folder.name}"'
+    policy.write_text(f"[default]\nreview_from = 0.3\n[{table}.labels.porn]\nblock_from = 0.5\n")
+    arguments = ["scan", str(collection), "-o", str(tmp_path / "o3"), "--engine", "ray"]
+    arguments += ["--model", str(tiny_vit_folder), "--policy", str(policy)]
+    mislabelled = CliRunner().invoke(app, arguments)
+    assert mislabelled.exit_code == 2 and "policy_label_unknown" in mislabelled.output
+    assert not (tmp_path / "o3").exists()
 
 
 # -- object stores and Ray ------------------------------------------------------------

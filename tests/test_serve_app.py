@@ -306,3 +306,47 @@ def test_the_service_decodes_with_its_per_file_budget(tiny_vit_folder, tmp_path)
         assert classifier.limits.max_pixels == 1_000_000
     finally:
         classifier.close()
+
+
+def test_request_timeout_covers_decoding(tmp_path, tiny_vit_folder):
+    import time
+
+    settings = ServeSettings(data_dir=tmp_path, request_timeout_s=0.5)
+    app = create_app(settings, classifier_factory=_factory(tiny_vit_folder))
+    with TestClient(app) as client:
+        service = app.state.service
+        original = service.classifier.prepare
+
+        def slow_decode(data):  # a decode that takes longer than the request may
+            time.sleep(2.0)
+            return original(data)
+
+        service.classifier.prepare = slow_decode
+        started = time.monotonic()
+        response = client.post(
+            "/v1/classify", content=_png(), headers={"content-type": "image/png"}
+        )
+        elapsed = time.monotonic() - started
+    _assert_error(response, 504, "timeout")
+    assert elapsed < 1.8
+
+
+def test_audit_runs_on_its_own_threads_and_the_data_dir_is_shown(tmp_path, tiny_vit_folder, caplog):
+    import json
+    import threading
+
+    settings = ServeSettings(data_dir=tmp_path / "here")
+    app = create_app(settings, classifier_factory=_factory(tiny_vit_folder))
+    with caplog.at_level(logging.INFO, logger="pixguard.serve"), TestClient(app) as client:
+        service = app.state.service
+        threads = []
+        original = service.audit.record
+        service.audit.record = lambda rows: (
+            threads.append(threading.current_thread().name) or original(rows)
+        )
+        client.post("/v1/classify", content=_png(), headers={"content-type": "image/png"})
+    assert threads and threads[0].startswith("pixguard-store")
+    ready = [
+        json.loads(r.getMessage()) for r in caplog.records if '"event": "ready"' in r.getMessage()
+    ]
+    assert ready[0]["data_dir"] == str((tmp_path / "here").resolve())

@@ -210,6 +210,15 @@ def test_policy_actions_audit_isolation_and_the_queue(served):
     ).json()
     assert bulk["decided"] == 3
     assert bulk["results"][-1]["error"]["code"] == "review_conflict"
+    huge = 2**70  # beyond SQLite's integers: refused as invalid, never a 500
+    for method, path, body in (
+        ("POST", f"/v1/review/{huge}", {"decision": "allow"}),
+        ("GET", f"/v1/review/items/{huge}/image", None),
+        ("POST", "/v1/review/undo", {"decision_id": huge}),
+        ("POST", "/v1/review/bulk", {"decisions": [{"item_id": huge, "decision": "skip"}]}),
+    ):
+        answer = httpx.request(method, f"{url}{path}", json=body, headers=_auth(tokens["r2"]))
+        assert answer.status_code == 422, (path, answer.text)
     too_many = httpx.post(
         f"{url}/v1/review/bulk",
         json={"decisions": [{"item_id": 1, "decision": "skip"}] * 1001},

@@ -20,7 +20,7 @@ from tests.serve_live import free_port, live_server
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory, tiny_vit_folder):
     folder = tmp_path_factory.mktemp("schema")
-    config = ServeSettings(data_dir=folder / "data", port=free_port(), index=folder / "index")
+    config = ServeSettings(data_dir=folder / "data", port=free_port(), index=str(folder / "index"))
     with live_server(config, lambda s: Classifier.load(tiny_vit_folder, runtime="torch")) as url:
         yield url
 

@@ -28,6 +28,8 @@ from ..runtimes import (
     ParityReference,
     ParityReport,
     compare_with_reference,
+    open_on,
+    open_reference,
     parity_reference,
     record_trusted_torchscript,
 )
@@ -240,9 +242,9 @@ def export_model(
             ),
             trust_torchscript=True,  # written just now, by this function
         )
-        candidate = exported.open(_RUNTIME_OF_FORMAT[format], precision)
+        candidate = open_on(exported, _RUNTIME_OF_FORMAT[format], precision)
         threshold = artifacts.spec.threshold
-        reference = parity_reference(artifacts.reference(), threshold=threshold)
+        reference = parity_reference(open_reference(artifacts), threshold=threshold)
         tolerance = FP32_EXPORT_TOLERANCE if precision == "fp32" else None
         report = compare_with_reference(
             reference,

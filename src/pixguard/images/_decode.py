@@ -5,32 +5,26 @@ from __future__ import annotations
 import io
 import os
 import re
-import stat as stat_module
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .._exceptions import (
-    EmptyImageError,
     ImageDecodeError,
     ImageError,
-    ImageNotFoundError,
-    ImageTooLargeError,
-    ImageUnreadableError,
-    InvalidImageInputError,
     NotAnImageError,
     TooManyPixelsError,
     TruncatedImageError,
     UnsupportedFormatError,
 )
+from ._array import array_to_pil
 from ._convert import to_rgb
 from ._limits import DecodeLimits
+from ._read import read_bytes
 
 __all__ = ["SUPPORTED_FORMATS", "DecodedImage", "ImageInput", "describe_source", "load_image"]
 
@@ -131,7 +125,7 @@ def load_image(
             return _from_caller_pil(source, name, limits)
         if isinstance(source, np.ndarray):
             return _from_array(source, name, limits)
-        data = _read_bytes(source, name, limits)
+        data = read_bytes(source, name, limits)
         return _from_bytes(data, name, limits, min_size)
     except ImageError:
         raise
@@ -173,87 +167,6 @@ def _decode_error(exc: BaseException, name: str) -> ImageError:
     if "truncated" in lowered or isinstance(exc, EOFError) or "premature end" in lowered:
         return TruncatedImageError(f"the image data is truncated ({text})", source=name)
     return ImageDecodeError(f"the image data is corrupt ({text})", source=name)
-
-
-def _read_bytes(source: object, name: str, limits: DecodeLimits) -> bytes:
-    if isinstance(source, str | os.PathLike):
-        return _read_path(Path(os.fspath(source)), name, limits)
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        _check_byte_count(len(data), name, limits)
-        return data
-    read = getattr(source, "read", None)
-    if callable(read):
-        data = _read_stream(read, name, limits)
-        _check_byte_count(len(data), name, limits)
-        return data
-    raise InvalidImageInputError(
-        f"unsupported input type {type(source).__name__}; expected a path, bytes, a binary "
-        "file object, a PIL image or a numpy array",
-        source=name,
-    )
-
-
-def _read_stream(read: Callable[[int], object], name: str, limits: DecodeLimits) -> bytes:
-    """Read to EOF or one byte past the limit; unbuffered streams return short reads."""
-    chunks: list[bytes] = []
-    total = 0
-    while total <= limits.max_bytes:
-        try:
-            chunk = read(limits.max_bytes + 1 - total)
-        except OSError as exc:
-            raise ImageUnreadableError(f"cannot read the stream ({exc})", source=name) from exc
-        if chunk is None:  # a non-blocking stream with nothing ready yet
-            raise ImageUnreadableError("the stream is non-blocking and had no data", source=name)
-        if not isinstance(chunk, bytes | bytearray):
-            raise InvalidImageInputError(
-                "the file object must be opened in binary mode", source=name
-            )
-        if not chunk:
-            break
-        chunks.append(bytes(chunk))
-        total += len(chunk)
-    return b"".join(chunks)
-
-
-def _read_path(path: Path, name: str, limits: DecodeLimits) -> bytes:
-    if "\0" in str(path):
-        raise InvalidImageInputError("the path contains a NUL byte", source=name)
-    try:
-        stat = path.stat()
-    except FileNotFoundError as exc:
-        if path.is_symlink():
-            raise ImageNotFoundError(
-                "is a dangling symbolic link (its target does not exist)", source=name
-            ) from exc
-        raise ImageNotFoundError("no such file", source=name) from exc
-    except OSError as exc:
-        raise ImageUnreadableError(f"cannot access the file ({exc.strerror})", source=name) from exc
-    if path.is_dir():
-        raise ImageUnreadableError("is a directory, not an image file", source=name)
-    if not stat_module.S_ISREG(stat.st_mode):
-        # A FIFO or a device would block or never end.
-        raise ImageUnreadableError("is not a regular file (a FIFO, socket or device)", source=name)
-    # Files such as /proc's report size 0 and still hold data: only the upper
-    # bound is checked before reading, emptiness after.
-    if stat.st_size > limits.max_bytes:
-        _check_byte_count(stat.st_size, name, limits)
-    try:
-        with path.open("rb") as handle:
-            data = _read_stream(handle.read, name, limits)
-    except OSError as exc:
-        raise ImageUnreadableError(f"cannot read the file ({exc.strerror})", source=name) from exc
-    _check_byte_count(len(data), name, limits)
-    return data
-
-
-def _check_byte_count(count: int, name: str, limits: DecodeLimits) -> None:
-    if count == 0:
-        raise EmptyImageError("the input is empty (0 bytes)", source=name)
-    if count > limits.max_bytes:
-        raise ImageTooLargeError(
-            f"the input is larger than the {limits.max_bytes:,}-byte limit", source=name
-        )
 
 
 def _from_bytes(
@@ -414,33 +327,5 @@ def _from_array(array: np.ndarray, name: str, limits: DecodeLimits) -> DecodedIm
     if array.ndim in (2, 3) and array.size:
         # Checked before any copy: a broadcast view can be huge once materialised.
         _check_pixels((array.shape[1], array.shape[0]), name, limits)
-    image = _array_to_pil(array, name)
+    image = array_to_pil(array, name)
     return _from_pil(image, name, limits, min_size=None)
-
-
-def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise InvalidImageInputError(
-            f"array shape {array.shape} is not H x W, H x W x 1, H x W x 3 or H x W x 4",
-            source=name,
-        )
-    if array.size == 0:
-        raise EmptyImageError(f"array shape {array.shape} has no pixels", source=name)
-    if array.dtype.byteorder not in ("=", "|"):
-        array = array.astype(array.dtype.newbyteorder("="))
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * 255
-    elif array.dtype == np.uint16:
-        array = (array >> 8).astype(np.uint8)
-    elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise InvalidImageInputError("float array contains NaN or infinity", source=name)
-        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        raise InvalidImageInputError(
-            f"array dtype {array.dtype} is not supported (use uint8, uint16, bool or float)",
-            source=name,
-        )
-    return Image.fromarray(np.ascontiguousarray(array))

@@ -318,10 +318,20 @@ class MilvusStore:
         }
 
     def entries(self, ids: Iterable[int]) -> dict[int, Entry]:
-        return {
-            int(row["id"]): self._entry(row)
-            for row in self._query_in("id", [int(i) for i in ids], _FIELDS)
-        }
+        wanted = [int(i) for i in ids]
+        if not wanted or not self._has(self.name):
+            return {}
+        rows = []
+        for start in range(0, len(wanted), _QUERY_CHUNK):
+            # get: a primary-key lookup, cheaper than a filter expression
+            rows += self._call(
+                "get",
+                self._client.get,
+                self.name,
+                ids=wanted[start : start + _QUERY_CHUNK],
+                output_fields=_FIELDS,
+            )
+        return {int(row["id"]): self._entry(row) for row in rows}
 
     def vector(self, entry_id: int) -> np.ndarray | None:
         rows = self._query_in("id", [int(entry_id)], ["id", "vector"])

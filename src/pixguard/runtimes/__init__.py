@@ -15,7 +15,14 @@ from ._auto import AUTO_ORDER, LoadedRuntime, load_runtime
 from ._base import Runtime, RuntimeOutput
 from ._cache import cache_root
 from ._capabilities import bf16_supported, cpu_precisions
-from ._dispatch import PRECISIONS, RUNTIMES, open_runtime, register_loader
+from ._dispatch import (
+    PRECISIONS,
+    RUNTIMES,
+    open_on,
+    open_reference,
+    open_runtime,
+    register_loader,
+)
 from ._explain import HeatmapMethod, OcclusionMethod, nsfw_log_odds, open_heatmap_method
 from ._parity import (
     PARITY_TOLERANCE,
@@ -58,6 +65,8 @@ __all__ = [
     "load_runtime",
     "nsfw_log_odds",
     "open_heatmap_method",
+    "open_on",
+    "open_reference",
     "open_runtime",
     "parity_images",
     "parity_reference",

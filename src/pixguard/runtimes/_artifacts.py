@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import RuntimeUnavailableError, UnsafeWeightsError
 from .._files import file_sha256
 from ..models import ModelSpec, locate_folder, read_config, spec_from_config
-from ._base import Runtime
 from ._cache import cache_root, cached_artifact
 
 if TYPE_CHECKING:
@@ -148,14 +147,3 @@ class ModelArtifacts:
 
     def quantized(self) -> bool:
         return self.export_record().get("precision") == "int8"
-
-    def reference(self) -> Runtime:
-        """fp32 eager: the path every faster one is compared with."""
-        from ._dispatch import open_reference
-
-        return open_reference(self)
-
-    def open(self, kind: str, precision: str = "fp32") -> Runtime:
-        from ._dispatch import open_on
-
-        return open_on(self, kind, precision)

@@ -39,7 +39,13 @@ def actor_pool_options(workers: int) -> dict[str, Any]:
 def connect(address: str | None) -> None:
     """Join the cluster at ``address`` (``auto``, ``ray://HOST:10001``), or start a
     local one when none is given."""
-    import ray
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise ScanError(
+            "the Ray engine needs Ray Data: pip install 'pixguard[ray]'", source="--engine ray"
+        ) from exc
 
     if ray.is_initialized():
         return
@@ -60,9 +66,9 @@ def run_ray(
     gpus_per_worker: float,
     rows_per_file: int,
 ) -> int:
+    connect(address)
     import ray.data
 
-    connect(address)
     listing = listing_table(inputs)
     per_call = options.batch_size * PASSES_PER_CALL
     # About four blocks per worker, so a slow node takes fewer of them.

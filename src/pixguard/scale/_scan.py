@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._exceptions import ScanError
+from ..models import resolve_model
 from ._batch import ScanOptions
 from ._local import run_local
 from ._output import (
@@ -56,6 +57,7 @@ def scan(
     inputs = list_inputs(list(sources), options.store)
     if not inputs:
         raise ScanError("the sources hold no image files", source=", ".join(sources))
+    _check_model_and_policy(options)
     check_manifest(output, _manifest(options), resume=resume)
     done = done_paths(output)
     todo: list[ScanInput] = [item for item in inputs if item.path not in done]
@@ -86,6 +88,15 @@ def scan(
         )
     seconds = time.perf_counter() - started
     return summarise(output, scanned=len(todo), skipped=len(inputs) - len(todo), seconds=seconds)
+
+
+def _check_model_and_policy(options: ScanOptions) -> None:
+    """Fail here, with the typed error, before any worker starts: an unknown model,
+    or a policy naming labels the model lacks."""
+    spec = resolve_model(options.model)
+    policy = options.load_policy()
+    if policy is not None:
+        policy.check_labels(spec.name, spec.label_names)
 
 
 def _manifest(options: ScanOptions) -> dict[str, object]:

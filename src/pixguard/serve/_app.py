@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from .._version import __version__
-from ._context import request_context
+from ._context import RequestContext
 from ._errors import ServiceError, install_error_handlers
 from ._settings import ServeSettings
 from ._state import ClassifierFactory, ServiceState, get_service, make_lifespan
@@ -34,7 +34,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.middleware("http")(request_context)
+    app.add_middleware(RequestContext)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -89,7 +89,9 @@ def principal_for(request: Request, service: ServiceState) -> Principal | None:
     return _from_key(session.key, session.csrf)
 
 
-def authorize(request: Request, service: Service) -> Principal:
+async def authorize(request: Request, service: Service) -> Principal:
+    """The caller. async on purpose: a plain dependency would cost a worker-thread
+    hop per request, and a key lookup is one indexed SQLite read."""
     principal = principal_for(request, service)
     if principal is None:
         if service.settings.auth_required:
@@ -123,7 +125,7 @@ Caller = Annotated[Principal, Depends(authorize)]
 
 
 def _requires(role: Role):
-    def check(principal: Caller) -> Principal:
+    async def check(principal: Caller) -> Principal:
         if not principal.can(role):
             raise ServiceError(
                 403, "forbidden", f"this needs a {role.value} key; yours is {principal.role.value}"

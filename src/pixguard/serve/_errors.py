@@ -58,8 +58,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     for status, description in (
         (400, "Bad request (a malformed multipart body)"),
         (401, "Missing or invalid API key"),
+        (403, "The key's role does not allow this, or a console write lacks its CSRF token"),
         (404, "Not found"),
         (408, "The request body was too slow"),
+        (409, "Conflict: a review item claimed by another reviewer, or already decided"),
         (413, "Too large, or too many images"),
         (415, "Unsupported media type"),
         (422, "Invalid parameters or image"),

@@ -75,7 +75,8 @@ class ServiceState:
         return self.ready and self.batcher.alive and jobs_alive
 
 
-def get_service(request: Request) -> ServiceState:
+async def get_service(request: Request) -> ServiceState:
+    # async: FastAPI would run a plain function in a worker thread on every request.
     return request.app.state.service
 
 

@@ -28,6 +28,7 @@ from .._errors import ServiceError
 from .._keys import Role
 from .._sessions import SESSION_COOKIE
 from .._state import SECONDS_PER_DAY, Service, ServiceState
+from ..routes._decisions import MAX_ID
 
 __all__ = ["CONTENT_SECURITY_POLICY", "router"]
 
@@ -296,8 +297,8 @@ def _filters(
     label: str | None, action: str | None, key_id: str | None, since: str | None, until: str | None
 ) -> dict[str, Any]:
     # A form's empty fields arrive as "": they mean "any".
-    if key_id and not key_id.isdigit():
-        raise ServiceError(422, "invalid_key_id", f"{key_id!r} is not a key id")
+    if key_id and (not key_id.isdigit() or int(key_id) > MAX_ID):
+        raise ServiceError(422, "invalid_key_id", f"{key_id[:40]!r} is not a key id")
     return {
         "label": label or None,
         "action": action or None,
@@ -316,7 +317,7 @@ async def decisions_page(
     key_id: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
     try:
         viewer = _viewer(request, service)
@@ -436,6 +437,9 @@ async def docs(request: Request, service: Service) -> Response:
     try:
         viewer = _viewer(request, service)
     except _SignInNeededError:
+        # A person in a browser is sent to sign in; an API client gets the usual 401.
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/login?next=/docs", status_code=303)
         if "authorization" in request.headers:
             raise ServiceError(401, "unauthorized", "the API key is invalid or revoked") from None
         raise ServiceError(

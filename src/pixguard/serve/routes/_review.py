@@ -6,22 +6,24 @@ import asyncio
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, model_validator
 
 from ...review import MAX_BULK, MAX_CLAIM, DecisionRecord, ItemState
 from .._auth import Caller, ReviewerCaller
-from .._errors import ServiceError
+from .._errors import ERROR_RESPONSES, ServiceError
 from .._keys import Role
 from .._state import Service
+from ._decisions import MAX_ID
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
 ReviewerDecision = Literal["allow", "remove", "escalate", "skip"]
 _MAX_NOTE = 2000
+ItemId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class DecisionIn(BaseModel):
@@ -30,7 +32,7 @@ class DecisionIn(BaseModel):
 
 
 class BulkEntry(DecisionIn):
-    item_id: int
+    item_id: int = Field(ge=1, le=MAX_ID)
 
 
 class BulkIn(BaseModel):
@@ -38,12 +40,12 @@ class BulkIn(BaseModel):
 
 
 class UndoIn(BaseModel):
-    decision_id: int
+    decision_id: int = Field(ge=1, le=MAX_ID)
 
 
 class AppealIn(BaseModel):
     sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
-    decision_id: int | None = None
+    decision_id: int | None = Field(None, ge=1, le=MAX_ID)
     note: str | None = Field(None, max_length=_MAX_NOTE)
 
     @model_validator(mode="after")
@@ -84,7 +86,7 @@ async def review_next(
 
 
 @router.get("/review/items/{item_id:int}/image")
-async def review_image(item_id: int, service: Service, caller: ReviewerCaller) -> Response:
+async def review_image(item_id: ItemId, service: Service, caller: ReviewerCaller) -> Response:
     """The image of an item you hold (admins: any item whose image is kept)."""
     item, data = await _run(service.review.image, item_id)
     if item.claimed_by != caller.reviewer and not caller.can(Role.admin):
@@ -136,7 +138,7 @@ async def review_stats(service: Service, caller: ReviewerCaller) -> dict[str, An
 
 @router.post("/review/{item_id:int}")
 async def review_decide(
-    item_id: int, body: DecisionIn, service: Service, caller: ReviewerCaller
+    item_id: ItemId, body: DecisionIn, service: Service, caller: ReviewerCaller
 ) -> dict[str, Any]:
     """Record allow, remove, escalate or skip on an item you claimed."""
     record = await _run(
