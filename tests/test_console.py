@@ -380,6 +380,12 @@ def test_the_grid_decides_several_items_at_once(browser, console):
             f"() => document.querySelectorAll('#grid .result').length === {count - 1}"
         )
     assert page.is_visible("#empty")
+    # Z undoes the last decision in the grid too: the item comes back to decide again.
+    page.keyboard.press("z")
+    page.wait_for_function("() => document.querySelectorAll('#grid .result').length === 1")
+    page.locator("#grid .result .thumb").first.focus()
+    page.keyboard.press("r")
+    page.wait_for_function("() => document.querySelectorAll('#grid .result').length === 0")
     decisions = httpx.get(
         f"{url}/v1/review/stats", headers={"authorization": f"Bearer {tokens['admin']}"}
     ).json()

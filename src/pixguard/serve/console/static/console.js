@@ -247,6 +247,12 @@ function setupReview() {
     try {
       const body = await api("POST", "/v1/review/undo", { decision_id: last });
       decided = Math.max(0, decided - 1);
+      if (grid) {
+        // The undone item is ours again: the grid claims it back with the others.
+        await loadGrid();
+        notify(`Undid the decision on item #${body.item.id}.`);
+        return;
+      }
       const stats = await api("GET", `/v1/review/next?limit=1&queue=${queue}`);
       // The undone item is ours again; show it first.
       render(body.item.id === (stats.items[0] || {}).id ? stats.items[0] : { ...body.item, image_url: `/v1/review/items/${body.item.id}/image` }, stats.remaining);
@@ -357,7 +363,7 @@ function setupReview() {
     } else if (key === " ") {
       event.preventDefault();
       if (current) setReveal(reveal.classList.contains("blurred"));
-    } else if (key === "z" && !grid) {
+    } else if (key === "z") {
       event.preventDefault();
       undo();
     } else if (key === "?") {
