@@ -7,6 +7,7 @@ screenshots go to ``test-artifacts/console/`` (``PIXGUARD_TEST_ARTIFACTS`` to mo
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -26,7 +27,7 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, s
 
 from pixguard import Classifier
 from pixguard.testing import tiny_sd3_pipeline
-from tests.helpers import encode, gradient_image
+from tests.helpers import build_tiny_sd3_controlnet, encode, gradient_image
 from tests.test_serve import Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -592,6 +593,67 @@ def test_generate_page_shows_progress_and_a_blocked_result(browser, tmp_path, ti
             f"{server.url}/v1/jobs/{job_id}", headers={"authorization": f"Bearer {token}"}
         )
         assert mine.json()["status"] == "done"
+    finally:
+        assert server.stop()
+
+
+def test_generate_page_sends_controlnet_options(browser, tmp_path, tiny_vit_folder):
+    # ControlNet residuals reach every block but the last: the tiny pipeline needs 2.
+    pipeline = tiny_sd3_pipeline(tmp_path / "sd3", num_layers=2)
+    controlnet = build_tiny_sd3_controlnet(tmp_path / "controlnet")
+    data = tmp_path / "data"
+    token = _key(data, "maker", "client")
+    server = Server(
+        tmp_path,
+        "--model",
+        str(tiny_vit_folder),
+        "--runtime",
+        "torch",
+        "--auth",
+        "on",
+        "--generate-variant",
+        str(pipeline),
+        env={
+            "PIXGUARD_GENERATE_CONTROL_MODELS": json.dumps({"canny": str(controlnet)}),
+            # The random model flags at random: the gate's explicit opt-out shows the
+            # image, so the test sees the controlled run finish with pixels.
+            "PIXGUARD_THRESHOLD": "1.0",
+            "PIXGUARD_GENERATE_SAFETY_ACTION": "allow-flagged",
+        },
+    )
+    control_file = tmp_path / "edges.png"
+    gradient_image(32, 32, seed=5).save(control_file)
+    try:
+        context = _context(browser)
+        page = context.new_page()
+        watch = Watch(page)
+        _sign_in(page, server.url, token, "/generate")
+        page.fill("#prompt", "a lighthouse at dusk")
+        page.fill("#steps", "2")
+        page.fill("#width", "32")
+        page.fill("#height", "32")
+        page.fill("#seed", "7")
+        page.select_option("#control", "canny")
+        # Without a control image the page says so and sends nothing.
+        page.click("#generate")
+        page.wait_for_function(
+            "() => document.getElementById('notice').textContent.includes('control image')"
+        )
+        page.set_input_files("#control-image", str(control_file))
+        page.fill("#control-scale", "0.5")
+        with page.expect_request("**/v1/generate") as sent:
+            page.click("#generate")
+        body = sent.value.post_data_json
+        assert body["control"] == "canny"
+        assert body["control_scale"] == 0.5
+        assert base64.b64decode(body["control_image"]) == control_file.read_bytes()
+        page.wait_for_function(
+            "() => document.getElementById('status').textContent.startsWith('done')",
+            timeout=120_000,
+        )
+        assert page.locator("#results img").count() == 1
+        watch.check()
+        context.close()
     finally:
         assert server.stop()
 

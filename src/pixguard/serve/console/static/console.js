@@ -392,6 +392,16 @@ function setupGenerate() {
     for (const name of ["steps", "width", "height", "seed", "num_images"]) {
       if (data.get(name)) body[name] = Number(data.get(name));
     }
+    if (data.get("control")) {
+      const file = data.get("control_image");
+      if (!file || !file.size) {
+        notify("Pick a control image for ControlNet, or set Control to none.");
+        return;
+      }
+      body.control = data.get("control");
+      body.control_image = await base64Of(file);
+      body.control_scale = Number(data.get("control_scale") || 1);
+    }
     let job;
     try {
       job = await api("POST", "/v1/generate", body);
@@ -416,6 +426,16 @@ function setupGenerate() {
       notify("Lost the progress stream.");
     };
   });
+
+  async function base64Of(file) {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    let binary = "";
+    const CHUNK = 0x8000; // String.fromCharCode takes a bounded number of arguments
+    for (let start = 0; start < bytes.length; start += CHUNK) {
+      binary += String.fromCharCode(...bytes.subarray(start, start + CHUNK));
+    }
+    return btoa(binary);
+  }
 
   function showResults(state) {
     if (state.error) notify(`Generation failed: ${state.error.message}`);
