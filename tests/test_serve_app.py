@@ -350,3 +350,13 @@ def test_audit_runs_on_its_own_threads_and_the_data_dir_is_shown(tmp_path, tiny_
         json.loads(r.getMessage()) for r in caplog.records if '"event": "ready"' in r.getMessage()
     ]
     assert ready[0]["data_dir"] == str((tmp_path / "here").resolve())
+
+
+@pytest.mark.parametrize("key_id", ["²", "abc", "99999999999999999999", "-1"])
+def test_console_decision_filters_refuse_bad_key_ids(key_id):
+    from pixguard.serve._errors import ServiceError
+    from pixguard.serve.console._pages import _filters
+
+    with pytest.raises(ServiceError) as caught:
+        _filters(None, None, key_id, None, None)
+    assert caught.value.status == 422

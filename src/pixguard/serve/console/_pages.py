@@ -297,7 +297,8 @@ def _filters(
     label: str | None, action: str | None, key_id: str | None, since: str | None, until: str | None
 ) -> dict[str, Any]:
     # A form's empty fields arrive as "": they mean "any".
-    if key_id and (not key_id.isdigit() or int(key_id) > MAX_ID):
+    # isascii first: "²".isdigit() is true, but int("²") raises.
+    if key_id and (not (key_id.isascii() and key_id.isdigit()) or int(key_id) > MAX_ID):
         raise ServiceError(422, "invalid_key_id", f"{key_id[:40]!r} is not a key id")
     return {
         "label": label or None,
