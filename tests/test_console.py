@@ -542,24 +542,29 @@ def test_api_docs_load_swagger_ui_from_the_server(browser, console):
     context.close()
 
 
-def test_generate_page_shows_progress_and_a_blocked_result(browser, tmp_path, tiny_vit_folder):
-    pipeline = tiny_sd3_pipeline(tmp_path / "sd3")
-    data = tmp_path / "data"
-    token = _key(data, "maker", "client")
-    other = _key(data, "someone", "client")
-    # Threshold 0: every generated image scores at least that and is blocked.
-    server = Server(
+def _generating_server(tmp_path: Path, model: Path, pipeline: Path, env: dict[str, str]) -> Server:
+    """A real `pixguard serve` with keys required and generation on ``pipeline``."""
+    return Server(
         tmp_path,
         "--model",
-        str(tiny_vit_folder),
+        str(model),
         "--runtime",
         "torch",
         "--auth",
         "on",
         "--generate-variant",
         str(pipeline),
-        env={"PIXGUARD_THRESHOLD": "0.0"},
+        env=env,
     )
+
+
+def test_generate_page_shows_progress_and_a_blocked_result(browser, tmp_path, tiny_vit_folder):
+    pipeline = tiny_sd3_pipeline(tmp_path / "sd3")
+    data = tmp_path / "data"
+    token = _key(data, "maker", "client")
+    other = _key(data, "someone", "client")
+    # Threshold 0: every generated image scores at least that and is blocked.
+    server = _generating_server(tmp_path, tiny_vit_folder, pipeline, {"PIXGUARD_THRESHOLD": "0.0"})
     try:
         context = _context(browser)
         page = context.new_page()
@@ -603,17 +608,11 @@ def test_generate_page_sends_controlnet_options(browser, tmp_path, tiny_vit_fold
     controlnet = build_tiny_sd3_controlnet(tmp_path / "controlnet")
     data = tmp_path / "data"
     token = _key(data, "maker", "client")
-    server = Server(
+    server = _generating_server(
         tmp_path,
-        "--model",
-        str(tiny_vit_folder),
-        "--runtime",
-        "torch",
-        "--auth",
-        "on",
-        "--generate-variant",
-        str(pipeline),
-        env={
+        tiny_vit_folder,
+        pipeline,
+        {
             "PIXGUARD_GENERATE_CONTROL_MODELS": json.dumps({"canny": str(controlnet)}),
             # The random model flags at random: the gate's explicit opt-out shows the
             # image, so the test sees the controlled run finish with pixels.
