@@ -293,9 +293,24 @@ def test_two_reviewers_work_the_queue_by_keyboard_and_never_share_an_item(browse
     assert "blurred" in first.get_attribute("#reveal", "class")
     assert int(first.inner_text("#remaining")) >= 1
     _shot(first, "review")
+    # The explanation overlay sits inside the same blurred button: hidden with the item.
+    first.wait_for_function(
+        "() => { const i = document.getElementById('explain-image');"
+        " return !i.hidden && i.complete && i.naturalWidth > 0; }"
+    )
+    assert first.get_attribute("#explain-image", "src").startswith("blob:")
+    assert first.is_hidden("#explain-note")
     first.keyboard.press("Space")
     assert "blurred" not in first.get_attribute("#reveal", "class")
+    assert first.evaluate(
+        "() => getComputedStyle(document.getElementById('explain-image')).filter"
+    ) in ("none", "")
+    assert first.evaluate("() => document.getElementById('explain-image').naturalWidth") > 0
+    _shot(first, "review-explained")
     first.keyboard.press("Space")
+    assert "blur" in first.evaluate(
+        "() => getComputedStyle(document.getElementById('explain-image')).filter"
+    )
     assert "blurred" in first.get_attribute("#reveal", "class")
     first.keyboard.press("?")
     assert first.is_visible("#help")
@@ -659,7 +674,16 @@ def test_generate_page_sends_controlnet_options(browser, tmp_path, tiny_vit_fold
 
 def test_screenshots_are_real_pngs():
     # Runs last in this file: the pages above wrote them.
-    for name in ("login", "moderate", "review", "escalations", "decisions", "stats", "generate"):
+    for name in (
+        "login",
+        "moderate",
+        "review",
+        "review-explained",
+        "escalations",
+        "decisions",
+        "stats",
+        "generate",
+    ):
         data = (ARTIFACTS / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG"), name
         assert hashlib.sha256(data).hexdigest()

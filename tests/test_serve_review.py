@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sqlite3
 import subprocess
@@ -10,7 +11,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from pixguard.cli._serve import KeyRole
 from pixguard.serve import KeyStore, Role
@@ -248,6 +251,60 @@ def test_policy_actions_audit_isolation_and_the_queue(served):
     assert both.status_code == 422
     back = httpx.get(f"{url}/v1/review/next?queue=escalated", headers=_auth(tokens["admin"])).json()
     assert [item["sha256"] for item in back["items"]] == [sha_c1]
+
+
+def test_the_explanation_overlay_follows_the_image_route_rules(served):
+    server, tokens, _ = served
+    url = server.url
+    queued = httpx.post(
+        f"{url}/v1/classify",
+        content=_png(41),
+        headers={"content-type": "image/png", **_auth(tokens["c1"])},
+    ).json()["results"][0]
+    item_id = queued["review_item_id"]
+    claimed = httpx.get(f"{url}/v1/review/next", headers=_auth(tokens["r1"])).json()["items"]
+    assert [item["id"] for item in claimed] == [item_id]
+    path = f"{url}/v1/review/items/{item_id}/explanation"
+
+    assert httpx.get(path, headers=_auth(tokens["c1"])).status_code == 403  # clients
+    stolen = httpx.get(path, headers=_auth(tokens["r2"]))  # another reviewer's item
+    assert stolen.status_code == 403
+    assert stolen.json()["code"] == "forbidden"
+    huge = httpx.get(f"{url}/v1/review/items/{2**70}/explanation", headers=_auth(tokens["r1"]))
+    assert huge.status_code == 422
+    assert (
+        httpx.get(
+            f"{url}/v1/review/items/999999/explanation", headers=_auth(tokens["r1"])
+        ).status_code
+        == 404
+    )
+
+    for token in (tokens["r1"], tokens["admin"]):
+        overlay = httpx.get(path, headers=_auth(token), timeout=60)
+        assert overlay.status_code == 200, overlay.text
+        assert overlay.headers["content-type"] == "image/png"
+        assert overlay.headers["cache-control"] == "no-store"
+        drawn = Image.open(io.BytesIO(overlay.content))
+        assert drawn.format == "PNG"
+        plain = Image.open(io.BytesIO(_png(41))).convert("RGB")
+        assert drawn.size == plain.size
+        # The heat is drawn over the image: not the stored bytes, and not the same pixels.
+        assert overlay.content != _png(41)
+        difference = np.abs(np.asarray(drawn, np.int16) - np.asarray(plain, np.int16))
+        assert difference.max() > 0
+
+    # Stored bytes that no longer decode (a damaged disk): a typed 422, never a 500.
+    blob = server.data / "review-images" / queued["sha256"][:2] / queued["sha256"]
+    blob.write_bytes(_png(41)[:40])
+    failed = httpx.get(path, headers=_auth(tokens["r1"]), timeout=60)
+    assert failed.status_code == 422, failed.text
+    assert failed.json()["code"] == "explanation_failed"
+    assert f"item {item_id}" in failed.json()["message"]
+
+    decided = httpx.post(
+        f"{url}/v1/review/{item_id}", json={"decision": "allow"}, headers=_auth(tokens["r1"])
+    )
+    assert decided.status_code == 200
 
 
 def test_metrics_docs_and_openapi_follow_auth(served):

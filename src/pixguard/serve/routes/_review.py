@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -10,6 +11,8 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, model_validator
 
+from ..._exceptions import ExplanationError, PixguardError
+from ...classify import Classifier
 from ...review import MAX_BULK, MAX_CLAIM, DecisionRecord, ItemState
 from .._auth import Caller, ReviewerCaller
 from .._errors import ERROR_RESPONSES, ServiceError
@@ -94,6 +97,41 @@ async def review_image(item_id: ItemId, service: Service, caller: ReviewerCaller
     return Response(
         data,
         media_type=item.media_type,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _overlay_png(classifier: Classifier, data: bytes) -> bytes | PixguardError:
+    """The explanation overlay of ``data`` as PNG bytes, or why there is none."""
+    explanation = classifier.explain([data])[0]
+    if not explanation.ok:
+        return (
+            explanation.prediction.error
+            or explanation.error
+            or ExplanationError("the model gave no heatmap", source=classifier.name)
+        )
+    png = io.BytesIO()
+    explanation.overlay().save(png, format="PNG")
+    return png.getvalue()
+
+
+@router.get("/review/items/{item_id:int}/explanation")
+async def review_explanation(item_id: ItemId, service: Service, caller: ReviewerCaller) -> Response:
+    """Why the model flagged an item you hold: its image with the NSFW heatmap drawn
+    over it (PNG), the overlay ``classify --explain`` writes."""
+    item, data = await _run(service.review.image, item_id)
+    if item.claimed_by != caller.reviewer and not caller.can(Role.admin):
+        raise ServiceError(403, "forbidden", f"claim item {item_id} before viewing it")
+    # Off the event loop, on the decode pool like ``/v1/classify?explain=true``; the
+    # classifier's explain lock serialises the heatmaps themselves.
+    png = await asyncio.get_running_loop().run_in_executor(
+        service.decode_pool, _overlay_png, service.classifier, data
+    )
+    if isinstance(png, PixguardError):
+        raise ServiceError(422, "explanation_failed", f"no explanation for item {item_id}: {png}")
+    return Response(
+        png,
+        media_type="image/png",
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 

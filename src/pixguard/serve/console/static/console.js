@@ -176,6 +176,8 @@ function setupReview() {
   const show = (id, visible) => (document.getElementById(id).hidden = !visible);
   const reveal = document.getElementById("reveal");
   const image = document.getElementById("item-image");
+  const explainImage = document.getElementById("explain-image");
+  const explainNote = document.getElementById("explain-note");
   const note = document.getElementById("note");
   const help = document.getElementById("help");
   const helpButton = document.getElementById("help-button");
@@ -191,6 +193,34 @@ function setupReview() {
     reveal.setAttribute("aria-label", visible ? "Image shown: press Space or click to hide" : "Image hidden: press Space or click to reveal");
   }
 
+  // fetch() rather than <img src>: a failed explanation becomes a notice, never a
+  // console error.
+  async function loadExplanation(item) {
+    if (explainImage.src) URL.revokeObjectURL(explainImage.src);
+    explainImage.removeAttribute("src");
+    explainImage.hidden = true;
+    explainNote.hidden = false;
+    explainNote.textContent = "Working out why…";
+    let message = "No explanation for this item.";
+    try {
+      const response = await fetch(`/v1/review/items/${item.id}/explanation`, { credentials: "same-origin" });
+      if (response.ok) {
+        const blob = await response.blob();
+        if (current !== item) return;
+        explainImage.src = URL.createObjectURL(blob);
+        explainImage.hidden = false;
+        explainNote.hidden = true;
+        return;
+      }
+      const body = await response.json().catch(() => null);
+      if (body && body.message) message = `No explanation: ${body.message}`;
+    } catch (_) {
+      message = "Could not load the explanation.";
+    }
+    if (current !== item) return;
+    explainNote.textContent = message;
+  }
+
   function render(item, remaining) {
     current = item;
     document.getElementById("remaining").textContent = String(remaining);
@@ -199,6 +229,7 @@ function setupReview() {
     show("empty", !item);
     if (!item) return;
     image.src = item.image_url;
+    loadExplanation(item);
     setReveal(false);
     document.getElementById("score").textContent = fmt(item.nsfw_score);
     document.getElementById("score-bar").value = item.nsfw_score || 0;
