@@ -293,15 +293,18 @@ def test_two_reviewers_work_the_queue_by_keyboard_and_never_share_an_item(browse
     assert "blurred" in first.get_attribute("#reveal", "class")
     assert int(first.inner_text("#remaining")) >= 1
     _shot(first, "review")
-    # The explanation overlay sits inside the same blurred button: hidden with the item.
+    # The explanation overlay sits inside the same blurred button, and is asked for
+    # only when the item is first revealed (an item decided unseen costs none).
+    assert first.get_attribute("#explain-image", "src") is None
+    assert "Reveal" in first.inner_text("#explain-note")
+    first.keyboard.press("Space")
+    assert "blurred" not in first.get_attribute("#reveal", "class")
     first.wait_for_function(
         "() => { const i = document.getElementById('explain-image');"
         " return !i.hidden && i.complete && i.naturalWidth > 0; }"
     )
     assert first.get_attribute("#explain-image", "src").startswith("blob:")
     assert first.is_hidden("#explain-note")
-    first.keyboard.press("Space")
-    assert "blurred" not in first.get_attribute("#reveal", "class")
     assert first.evaluate(
         "() => getComputedStyle(document.getElementById('explain-image')).filter"
     ) in ("none", "")

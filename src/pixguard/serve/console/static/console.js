@@ -188,18 +188,31 @@ function setupReview() {
   let grid = false;
   const GRID_SIZE = 12;
 
+  let explained = null; // the item whose explanation was asked for
+
   function setReveal(visible) {
     reveal.classList.toggle("blurred", !visible);
+    // Asked for on first reveal only: an item decided unseen costs no explanation,
+    // and its claim still holds when the request arrives.
+    if (visible && current && explained !== current) {
+      explained = current;
+      loadExplanation(current);
+    }
     reveal.setAttribute("aria-label", visible ? "Image shown: press Space or click to hide" : "Image hidden: press Space or click to reveal");
   }
 
   // fetch() rather than <img src>: a failed explanation becomes a notice, never a
   // console error.
-  async function loadExplanation(item) {
+  function clearExplanation() {
     if (explainImage.src) URL.revokeObjectURL(explainImage.src);
     explainImage.removeAttribute("src");
     explainImage.hidden = true;
     explainNote.hidden = false;
+    explainNote.textContent = "Reveal the item to see why the model flagged it.";
+  }
+
+  async function loadExplanation(item) {
+    clearExplanation();
     explainNote.textContent = "Working out why…";
     let message = "No explanation for this item.";
     try {
@@ -229,7 +242,8 @@ function setupReview() {
     show("empty", !item);
     if (!item) return;
     image.src = item.image_url;
-    loadExplanation(item);
+    explained = null;
+    clearExplanation();
     setReveal(false);
     document.getElementById("score").textContent = fmt(item.nsfw_score);
     document.getElementById("score-bar").value = item.nsfw_score || 0;
