@@ -33,6 +33,22 @@ EXIT_INTERNAL = 3
 
 stderr = Console(stderr=True)
 
+# Options that several commands share, declared once so their help stays the same.
+RuntimeOption = Annotated[
+    str,
+    typer.Option(
+        help="auto, torch, onnxruntime or openvino. auto: the fastest here that passes the parity gate."
+    ),
+]
+PrecisionOption = Annotated[
+    str | None, typer.Option(help="fp32, bf16 or int8 (default: fp32, or auto's choice).")
+]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Images per forward pass.")]
+MaxPixelsOption = Annotated[int, typer.Option(min=1, help="Reject images with more pixels.")]
+MaxBytesOption = Annotated[
+    int, typer.Option(min=1, help="Reject inputs larger than this many bytes.")
+]
+
 ModelOption = Annotated[
     str,
     typer.Option(

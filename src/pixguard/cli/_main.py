@@ -29,7 +29,12 @@ from ._common import (
     EXIT_INTERNAL,
     EXIT_SOME_INPUTS_FAILED,
     EXIT_USAGE,
+    BatchSizeOption,
+    MaxBytesOption,
+    MaxPixelsOption,
     ModelOption,
+    PrecisionOption,
+    RuntimeOption,
     fail,
     print_table,
     progress_bar,
@@ -144,9 +149,7 @@ def classify(
     threshold: Annotated[
         float | None, typer.Option(help="NSFW threshold in [0, 1]; default: the model's own.")
     ] = None,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Images per forward pass.")
-    ] = DEFAULT_BATCH_SIZE,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", "-f", case_sensitive=False, help="Output format.")
     ] = OutputFormat.table,
@@ -158,21 +161,10 @@ def classify(
         Path | None,
         typer.Option(help="Also save embeddings as an (N, D) float32 .npy, in input order."),
     ] = None,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Reject images with more pixels.")
-    ] = DecodeLimits.max_pixels,
-    max_bytes: Annotated[
-        int, typer.Option(min=1, help="Reject inputs larger than this many bytes.")
-    ] = DecodeLimits.max_bytes,
-    runtime: Annotated[
-        str,
-        typer.Option(
-            help="auto, torch, onnxruntime or openvino. auto: the fastest here that passes the parity gate."
-        ),
-    ] = "auto",
-    precision: Annotated[
-        str | None, typer.Option(help="fp32, bf16 or int8 (default: fp32, or auto's choice).")
-    ] = None,
+    max_pixels: MaxPixelsOption = DecodeLimits.max_pixels,
+    max_bytes: MaxBytesOption = DecodeLimits.max_bytes,
+    runtime: RuntimeOption = "auto",
+    precision: PrecisionOption = None,
     bank: Annotated[
         str | None,
         typer.Option(help="A known-bad index: report each image's nearest entry and flag matches."),

@@ -27,7 +27,16 @@ from ..classify import (
 )
 from ..images import VideoSampling, is_video_path
 from ..models import DEFAULT_MODEL
-from ._common import EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, ModelOption, fail, progress_bar, stderr
+from ._common import (
+    EXIT_SOME_INPUTS_FAILED,
+    EXIT_USAGE,
+    BatchSizeOption,
+    ModelOption,
+    RuntimeOption,
+    fail,
+    progress_bar,
+    stderr,
+)
 from ._inputs import expand_paths
 
 __all__ = ["OutputNames", "iter_results", "redact_command", "save_png"]
@@ -144,10 +153,8 @@ def redact_command(
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")
     ] = False,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Images per forward pass.")
-    ] = DEFAULT_BATCH_SIZE,
-    runtime: Annotated[str, typer.Option(help="auto, torch, onnxruntime or openvino.")] = "auto",
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    runtime: RuntimeOption = "auto",
     output_format: Annotated[
         str, typer.Option("--format", "-f", help="table or json.", case_sensitive=False)
     ] = "table",

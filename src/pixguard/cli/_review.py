@@ -19,7 +19,16 @@ from ..index import Index
 from ..models import DEFAULT_MODEL
 from ..policy import Policy
 from ..review import ReviewQueue, export_training_set, route_images
-from ._common import EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, ModelOption, fail, progress_bar, stderr
+from ._common import (
+    EXIT_SOME_INPUTS_FAILED,
+    EXIT_USAGE,
+    BatchSizeOption,
+    ModelOption,
+    RuntimeOption,
+    fail,
+    progress_bar,
+    stderr,
+)
 from ._inputs import expand_paths
 
 __all__ = ["review_app"]
@@ -58,8 +67,8 @@ def add(
         Path | None, typer.Option(help="A known-bad bank; its matches follow bank_match.")
     ] = None,
     bank_threshold: Annotated[float | None, typer.Option()] = None,
-    runtime: Annotated[str, typer.Option(help="auto, torch, onnxruntime or openvino.")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1)] = DEFAULT_BATCH_SIZE,
+    runtime: RuntimeOption = "auto",
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     output_format: Annotated[str, typer.Option("--format", "-f", help="table or jsonl.")] = "table",
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress")] = None,
 ) -> None:

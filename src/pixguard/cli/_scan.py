@@ -23,7 +23,17 @@ from ..scale import (
     load_into_index,
     scan,
 )
-from ._common import ModelOption, fail, progress_bar, stderr
+from ._common import (
+    BatchSizeOption,
+    MaxBytesOption,
+    MaxPixelsOption,
+    ModelOption,
+    PrecisionOption,
+    RuntimeOption,
+    fail,
+    progress_bar,
+    stderr,
+)
 
 __all__ = ["scan_command"]
 
@@ -50,15 +60,13 @@ def scan_command(
     gpus_per_worker: Annotated[
         float, typer.Option(min=0.0, help="GPUs per Ray actor (1: one actor per GPU).")
     ] = 0.0,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Images per forward pass.")
-    ] = DEFAULT_BATCH_SIZE,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     rows_per_file: Annotated[
         int, typer.Option(min=1, help="Rows per Parquet part.")
     ] = DEFAULT_ROWS_PER_FILE,
     model: ModelOption = DEFAULT_MODEL,
-    runtime: Annotated[str, typer.Option(help="auto, torch, onnxruntime or openvino.")] = "auto",
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or int8.")] = None,
+    runtime: RuntimeOption = "auto",
+    precision: PrecisionOption = None,
     threshold: Annotated[float | None, typer.Option(help="NSFW threshold in [0, 1].")] = None,
     policy: Annotated[
         Path | None,
@@ -82,12 +90,8 @@ def scan_command(
         typer.Option(help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)."),
     ] = None,
     s3_region: Annotated[str | None, typer.Option(help="S3 region (default: AWS_REGION).")] = None,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Reject images with more pixels.")
-    ] = DecodeLimits.max_pixels,
-    max_bytes: Annotated[
-        int, typer.Option(min=1, help="Reject inputs larger than this many bytes.")
-    ] = DecodeLimits.max_bytes,
+    max_pixels: MaxPixelsOption = DecodeLimits.max_pixels,
+    max_bytes: MaxBytesOption = DecodeLimits.max_bytes,
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = None,
