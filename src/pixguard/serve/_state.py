@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 
@@ -47,6 +48,9 @@ HEAVY_DECODE_SHARE = 2
 STORE_THREADS = 2
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class ServiceState:
     settings: ServeSettings
@@ -67,6 +71,13 @@ class ServiceState:
     index_lock: threading.Lock = field(default_factory=threading.Lock)
     jobs: JobQueue | None = None
     ready: bool = False
+
+    async def in_store(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function(*args, **kwargs)`` on the store threads (audit log, review queue,
+        index): SQLite work never blocks the event loop nor competes with decoding."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.store_pool, partial(function, *args, **kwargs)
+        )
 
     @property
     def healthy(self) -> bool:

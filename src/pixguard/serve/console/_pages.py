@@ -326,7 +326,9 @@ async def decisions_page(
         return RedirectResponse("/login?next=/decisions", status_code=303)
     try:
         filters = _filters(label, action, key_id, since, until)
-        rows = _audit_rows(service, viewer, filters, limit=_PAGE_SIZE + 1, after_id=after_id)
+        rows = await service.in_store(
+            _audit_rows, service, viewer, filters, limit=_PAGE_SIZE + 1, after_id=after_id
+        )
     except ServiceError as exc:
         return _render(
             request, service, "error.html", viewer, status_code=exc.status, message=exc.message
@@ -362,7 +364,9 @@ async def decisions_csv(
     except _SignInNeededError:
         return JSONResponse({"code": "unauthorized", "message": "sign in first"}, 401)
     filters = _filters(label, action, key_id, since, until)
-    rows = _audit_rows(service, viewer, filters, limit=_CSV_MAX_ROWS, after_id=0)
+    rows = await service.in_store(
+        _audit_rows, service, viewer, filters, limit=_CSV_MAX_ROWS, after_id=0
+    )
     columns = ["id", "time", "request_id", "key_id", "sha256", "label", "nsfw_score"]
     columns += ["model", "threshold", "action", "policy_version", "error"]
     buffer = io.StringIO()
@@ -409,8 +413,12 @@ async def stats_page(request: Request, service: Service) -> Response:
     except _SignInNeededError:
         return RedirectResponse("/login?next=/stats", status_code=303)
     own = visible_key(viewer, None)
-    audit = service.audit.timeline(bucket_s=SECONDS_PER_DAY, key_id=own)
-    review = service.review.stats(bucket_s=SECONDS_PER_DAY) if viewer.can(Role.reviewer) else None
+    audit = await service.in_store(service.audit.timeline, bucket_s=SECONDS_PER_DAY, key_id=own)
+    review = (
+        await service.in_store(service.review.stats, bucket_s=SECONDS_PER_DAY)
+        if viewer.can(Role.reviewer)
+        else None
+    )
     return _render(
         request,
         service,

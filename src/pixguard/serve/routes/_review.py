@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -58,12 +57,6 @@ class AppealIn(BaseModel):
         return self
 
 
-async def _run(function: Any, *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(
-        None, partial(function, *args, **kwargs)
-    )
-
-
 def _item_dict(item: Any) -> dict[str, Any]:
     return {**item.to_dict(), "image_url": f"/v1/review/items/{item.id}/image"}
 
@@ -78,8 +71,10 @@ async def review_next(
     """Claim up to ``limit`` items under a lease; the escalation queue is for admins."""
     if queue == "escalated" and not caller.can(Role.admin):
         raise ServiceError(403, "forbidden", "only admins see the escalation queue")
-    items = await _run(service.review.claim, caller.reviewer, limit=limit, queue=ItemState(queue))
-    stats = await _run(service.review.stats)
+    items = await service.in_store(
+        service.review.claim, caller.reviewer, limit=limit, queue=ItemState(queue)
+    )
+    stats = await service.in_store(service.review.stats)
     remaining = stats["escalated"] if queue == "escalated" else stats["depth"]
     return {
         "items": [_item_dict(item) for item in items],
@@ -91,7 +86,7 @@ async def review_next(
 @router.get("/review/items/{item_id:int}/image")
 async def review_image(item_id: ItemId, service: Service, caller: ReviewerCaller) -> Response:
     """The image of an item you hold (admins: any item whose image is kept)."""
-    item, data = await _run(service.review.image, item_id)
+    item, data = await service.in_store(service.review.image, item_id)
     if item.claimed_by != caller.reviewer and not caller.can(Role.admin):
         raise ServiceError(403, "forbidden", f"claim item {item_id} before viewing it")
     return Response(
@@ -119,7 +114,7 @@ def _overlay_png(classifier: Classifier, data: bytes) -> bytes | PixguardError:
 async def review_explanation(item_id: ItemId, service: Service, caller: ReviewerCaller) -> Response:
     """Why the model flagged an item you hold: its image with the NSFW heatmap drawn
     over it (PNG), the overlay ``classify --explain`` writes."""
-    item, data = await _run(service.review.image, item_id)
+    item, data = await service.in_store(service.review.image, item_id)
     if item.claimed_by != caller.reviewer and not caller.can(Role.admin):
         raise ServiceError(403, "forbidden", f"claim item {item_id} before viewing it")
     # Off the event loop, on the decode pool like ``/v1/classify?explain=true``; the
@@ -143,7 +138,7 @@ def _record(record: DecisionRecord) -> dict[str, Any]:
 @router.post("/review/bulk")
 async def review_bulk(body: BulkIn, service: Service, caller: ReviewerCaller) -> dict[str, Any]:
     """Decide up to 1,000 claimed items; each gets its own result or error."""
-    results = await _run(
+    results = await service.in_store(
         service.review.bulk_decide,
         caller.reviewer,
         [(entry.item_id, entry.decision, entry.note) for entry in body.decisions],
@@ -162,7 +157,7 @@ async def review_bulk(body: BulkIn, service: Service, caller: ReviewerCaller) ->
 async def review_undo(body: UndoIn, service: Service, caller: ReviewerCaller) -> dict[str, Any]:
     """Take back your latest decision on an item: an ``undo`` is appended and the item
     comes back to you."""
-    record = await _run(
+    record = await service.in_store(
         service.review.undo, body.decision_id, caller.reviewer, admin=caller.can(Role.admin)
     )
     return {"decision": _record(record), "item": _item_dict(service.review.item(record.item_id))}
@@ -171,7 +166,7 @@ async def review_undo(body: UndoIn, service: Service, caller: ReviewerCaller) ->
 @router.get("/review/stats")
 async def review_stats(service: Service, caller: ReviewerCaller) -> dict[str, Any]:
     """Queue depth, decisions by kind, agreement with the model, the oldest item's age."""
-    return await _run(service.review.stats)
+    return await service.in_store(service.review.stats)
 
 
 @router.post("/review/{item_id:int}")
@@ -179,7 +174,7 @@ async def review_decide(
     item_id: ItemId, body: DecisionIn, service: Service, caller: ReviewerCaller
 ) -> dict[str, Any]:
     """Record allow, remove, escalate or skip on an item you claimed."""
-    record = await _run(
+    record = await service.in_store(
         service.review.decide,
         item_id,
         caller.reviewer,
@@ -194,7 +189,7 @@ async def review_decide(
 async def appeal(body: AppealIn, service: Service, caller: Caller) -> dict[str, Any]:
     """Send a decided item (by sha256 or decision id) to the escalation queue again.
     Keys other than admins appeal only items they submitted."""
-    record = await _run(
+    record = await service.in_store(
         service.review.appeal,
         sha256=body.sha256,
         decision_id=body.decision_id,
