@@ -218,7 +218,6 @@ async def _answer(
                 "image": data if service.settings.store_images else None,
             }
         )
-    loop = asyncio.get_running_loop()
     for row, name, data, digest, prediction, verdict, matched in to_queue:
         enqueue = partial(
             service.review.enqueue,
@@ -230,9 +229,9 @@ async def _answer(
             bank_match=matched,
             sha256=digest,
         )
-        item = await loop.run_in_executor(service.store_pool, enqueue)
+        item = await service.in_store(enqueue)
         row["review_item_id"] = item.id
-    await loop.run_in_executor(service.store_pool, service.audit.record, audit)
+    await service.in_store(service.audit.record, audit)
     if len(predictions) == 1 and predictions[0].error is not None:
         error = predictions[0].error
         too_large = isinstance(error, ImageTooLargeError | VideoTooLargeError)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -36,17 +35,15 @@ async def decisions(
 
     Admins see every key's rows; any other key sees only its own."""
     key_id = visible_key(caller, key_id)
-    rows = await asyncio.get_running_loop().run_in_executor(
-        service.store_pool,
-        lambda: service.audit.query(
-            label=label,
-            action=action,
-            key_id=key_id,
-            sha256=sha256,
-            since=since,
-            until=until,
-            limit=limit,
-            after_id=after_id,
-        ),
+    rows = await service.in_store(
+        service.audit.query,
+        label=label,
+        action=action,
+        key_id=key_id,
+        sha256=sha256,
+        since=since,
+        until=until,
+        limit=limit,
+        after_id=after_id,
     )
     return {"decisions": rows, "next_after_id": rows[-1]["id"] if len(rows) == limit else None}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -48,7 +47,7 @@ async def index_search(
 
     return {
         "request_id": request.state.request_id,
-        "hits": await asyncio.get_running_loop().run_in_executor(service.store_pool, search),
+        "hits": await service.in_store(search),
     }
 
 
@@ -70,5 +69,5 @@ async def index_add(
 
     return {
         "request_id": request.state.request_id,
-        **await asyncio.get_running_loop().run_in_executor(service.store_pool, add),
+        **await service.in_store(add),
     }
