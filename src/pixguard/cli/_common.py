@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -47,6 +48,15 @@ BatchSizeOption = Annotated[int, typer.Option(min=1, help="Images per forward pa
 MaxPixelsOption = Annotated[int, typer.Option(min=1, help="Reject images with more pixels.")]
 MaxBytesOption = Annotated[
     int, typer.Option(min=1, help="Reject inputs larger than this many bytes.")
+]
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="The data folder that the service and the CLI share: keys.db, audit.db, "
+        "review.db, queued and generated images (default $XDG_DATA_HOME/pixguard or "
+        "~/.local/share/pixguard)."
+    ),
 ]
 
 ModelOption = Annotated[

@@ -23,6 +23,7 @@ from ._common import (
     EXIT_SOME_INPUTS_FAILED,
     EXIT_USAGE,
     BatchSizeOption,
+    DataDirOption,
     ModelOption,
     RuntimeOption,
     fail,
@@ -37,14 +38,6 @@ review_app = typer.Typer(
     help="The human review queue: add images through a policy, export decisions for training.",
     no_args_is_help=True,
 )
-
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="Where review.db and the queued images live (the service's --data-dir; "
-        "default $XDG_DATA_HOME/pixguard or ~/.local/share/pixguard)."
-    ),
-]
 
 
 def _queue(data_dir: Path | None) -> ReviewQueue:

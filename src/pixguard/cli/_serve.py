@@ -11,20 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import EXIT_USAGE, fail, stderr
+from ._common import EXIT_USAGE, DataDirOption, fail, stderr
 
 __all__ = ["keys_app", "serve_command"]
 
 keys_app = typer.Typer(
     help="API keys for the HTTP service (stored only as hashes).", no_args_is_help=True
 )
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="Where keys.db lives (the service's --data-dir; default "
-        "$XDG_DATA_HOME/pixguard or ~/.local/share/pixguard)."
-    ),
-]
 
 
 def _key_store(data_dir: Path | None) -> Any:
@@ -59,13 +52,7 @@ def serve_command(
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML file with any ServeSettings field.")
     ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="keys.db, audit.db and generated images live here "
-            "(default $XDG_DATA_HOME/pixguard or ~/.local/share/pixguard)."
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
     auth: Annotated[
         str | None, typer.Option(help="auto (keys required off loopback), on or off.")
     ] = None,
