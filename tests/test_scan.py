@@ -390,9 +390,9 @@ def test_resume_refuses_the_output_of_an_older_version(
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint(photos: list[Path]) -> Iterator[str]:
-    """A real S3-compatible server (moto's) on loopback, holding a few photos and a
-    bad file. Credentials go through the usual AWS variables, as in production."""
+def s3_endpoint(photos: list[Path], media: Path) -> Iterator[str]:
+    """A real S3-compatible server (moto's) on loopback, holding a few photos, a clip
+    and a bad file. Credentials go through the usual AWS variables, as in production."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -407,6 +407,8 @@ def s3_endpoint(photos: list[Path]) -> Iterator[str]:
     for photo in photos[:3]:
         client.put_object(Bucket=BUCKET, Key=f"uploads/day1/{photo.name}", Body=photo.read_bytes())
     client.put_object(Bucket=BUCKET, Key="uploads/day1/broken.jpg", Body=b"\xff\xd8 broken")
+    clip = (media / "clip.mp4").read_bytes()
+    client.put_object(Bucket=BUCKET, Key="uploads/day2/clip.mp4", Body=clip)
     client.put_object(Bucket=BUCKET, Key="elsewhere/other.png", Body=photos[0].read_bytes())
     yield endpoint
     server.stop()
@@ -425,7 +427,7 @@ _AWS_ENV = {
 
 
 def test_scan_reads_s3_from_a_loopback_server(
-    tmp_path: Path, s3_endpoint: str, photos: list[Path], tiny_vit_folder: Path
+    tmp_path: Path, s3_endpoint: str, photos: list[Path], media: Path, tiny_vit_folder: Path
 ) -> None:
     store = ObjectStoreOptions(endpoint=s3_endpoint)
     output = tmp_path / "out"
@@ -434,13 +436,20 @@ def test_scan_reads_s3_from_a_loopback_server(
     )
     rows = {row["path"]: row for row in _rows(output)}
     expected = {f"s3://{BUCKET}/uploads/day1/{p.name}" for p in photos[:3]}
-    assert set(rows) == expected | {f"s3://{BUCKET}/uploads/day1/broken.jpg"}
+    clip_uri = f"s3://{BUCKET}/uploads/day2/clip.mp4"
+    assert set(rows) == expected | {f"s3://{BUCKET}/uploads/day1/broken.jpg", clip_uri}
     assert rows[f"s3://{BUCKET}/uploads/day1/broken.jpg"]["error_code"] == "image_not_an_image"
+    clip = media / "clip.mp4"
     with Classifier.load(str(tiny_vit_folder), runtime="torch") as classifier:
         for photo, prediction in zip(photos[:3], classifier.predict(photos[:3]), strict=True):
             row = rows[f"s3://{BUCKET}/uploads/day1/{photo.name}"]
             assert row["nsfw_score"] == pytest.approx(prediction.nsfw_score, abs=1e-6)
             assert row["size"] == photo.stat().st_size
+        video = classifier.predict_video(clip)
+    row = rows[clip_uri]
+    assert row["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert row["nsfw_score"] == pytest.approx(video.nsfw_score, abs=1e-6)
+    assert row["timestamp"] == video.timestamp and row["frames_classified"] == 3
     assert summary.errors == {"image_not_an_image": 1}
 
 
@@ -484,6 +493,11 @@ def test_ray_engine_matches_the_local_engine_on_s3(
         if row["nsfw_score"] is not None:
             assert distributed[path]["nsfw_score"] == pytest.approx(row["nsfw_score"], abs=1e-6)
             assert np.allclose(distributed[path]["embedding"], row["embedding"], atol=1e-5)
+        for column in ("timestamp", "duration", "frames_classified"):
+            assert distributed[path][column] == row[column]
+        timeline = [s["start"] for s in row["timeline"] or []]
+        assert [s["start"] for s in distributed[path]["timeline"] or []] == timeline
+    assert local[f"s3://{BUCKET}/uploads/day2/clip.mp4"]["frames_classified"] == 3
     assert summary.rows == len(local) and summary.errors == {"image_not_an_image": 1}
     again = scan(source, tmp_path / "ray", options, **pool)
     assert again.scanned == 0 and again.skipped == len(local)
