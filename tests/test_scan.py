@@ -1,7 +1,10 @@
-"""``pixguard scan``: local and Ray engines, Parquet output, resume, bad files, s3://."""
+"""``pixguard scan``: local and Ray engines, Parquet output, resume, bad files, s3://,
+videos beside images."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -20,7 +23,10 @@ from typer.testing import CliRunner
 import pixguard.scale as scale
 from pixguard import Classifier
 from pixguard.cli import app
+from pixguard.images import VideoSampling
+from pixguard.policy import Policy, decide_worst
 from pixguard.scale import ObjectStoreOptions, ScanError, ScanOptions, list_inputs, scan
+from tests.helpers import neutral_image, paste_trigger, write_clip
 
 BUCKET = "pixguard-scan"
 
@@ -239,13 +245,154 @@ def test_cli_scan_prints_a_summary_with_policy_actions(
     assert not (tmp_path / "o3").exists()
 
 
+# -- videos ---------------------------------------------------------------------------
+
+CLIP_FPS, CLIP_SIZE, CLIP_TRIGGER = 5, 128, 32
+VIDEO_COLUMNS = ("timestamp", "duration", "frames_classified", "timeline")
+
+
+def _trigger_clip(path: Path) -> Path:
+    """3 s at 5 fps: a neutral scene, a second scene holding the trigger the fixture
+    model flags (1 s to 2 s), another neutral scene."""
+    scenes = [neutral_image(CLIP_SIZE, seed=9300 + i) for i in range(3)]
+    frames = [scenes[n // CLIP_FPS] for n in range(3 * CLIP_FPS)]
+    for n in range(CLIP_FPS, 2 * CLIP_FPS):
+        frames[n] = paste_trigger(frames[n], 40 + n % 4, 40, CLIP_TRIGGER)
+    return write_clip(path, frames, fps=CLIP_FPS)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image, a clip the fixture model flags in its middle second, a truncated
+    clip, and a file that is neither."""
+    folder = tmp_path_factory.mktemp("media")
+    neutral_image(CLIP_SIZE, seed=1).save(folder / "still.png")
+    clip = _trigger_clip(folder / "clip.mp4")
+    data = clip.read_bytes()
+    (folder / "corrupt.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not a medium")
+    return folder
+
+
+def test_scan_gives_videos_the_result_of_predict_video(
+    tmp_path: Path, media: Path, trigger_vit_folder: Path
+) -> None:
+    summary = scan([str(media)], tmp_path / "out", _options(trigger_vit_folder))
+    rows = {Path(str(row["path"])).name: row for row in _rows(tmp_path / "out")}
+    assert set(rows) == {"still.png", "clip.mp4", "corrupt.mp4"}
+
+    clip = media / "clip.mp4"
+    with Classifier.load(str(trigger_vit_folder), runtime="torch") as classifier:
+        expected = classifier.predict_video(clip)
+        still = classifier.predict([media / "still.png"])[0]
+    assert expected.ok and expected.label == "nsfw" and expected.timestamp == 1.0
+    video = rows["clip.mp4"]
+    assert video["error_code"] is None and video["label"] == "nsfw"
+    assert video["nsfw_score"] == pytest.approx(expected.nsfw_score, abs=1e-6)
+    assert dict(video["probabilities"]) == pytest.approx(expected.probabilities, abs=1e-6)
+    assert np.allclose(video["embedding"], expected.embedding, atol=1e-5)  # the worst frame's
+    assert video["timestamp"] == expected.timestamp
+    assert video["duration"] == pytest.approx(expected.duration)
+    assert video["frames_classified"] == expected.frames_classified == 3
+    assert video["timeline"] == [
+        {**segment.to_dict(), "nsfw_score": pytest.approx(segment.nsfw_score, abs=1e-6)}
+        for segment in expected.timeline
+    ]
+    assert video["size"] == clip.stat().st_size
+    assert video["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+
+    image = rows["still.png"]
+    assert image["nsfw_score"] == pytest.approx(still.nsfw_score, abs=1e-6)
+    assert image["label"] == "sfw"
+    assert all(image[column] is None for column in VIDEO_COLUMNS)
+
+    corrupt = rows["corrupt.mp4"]
+    assert corrupt["error_code"] == "video_decode_failed"
+    assert "corrupt.mp4" in str(corrupt["error_message"])
+    assert corrupt["nsfw_score"] is None and corrupt["embedding"] is None
+    assert all(corrupt[column] is None for column in VIDEO_COLUMNS)
+    assert corrupt["sha256"] == hashlib.sha256((media / "corrupt.mp4").read_bytes()).hexdigest()
+    assert summary.errors == {"video_decode_failed": 1} and summary.labels == {"nsfw": 1, "sfw": 1}
+
+
+def test_video_limits_keep_their_errors_in_a_scan(
+    tmp_path: Path, media: Path, trigger_vit_folder: Path
+) -> None:
+    from pixguard.images import VideoLimits
+
+    size = (media / "clip.mp4").stat().st_size
+    for limits, code in (
+        (VideoLimits(max_bytes=size - 1), "video_too_large"),
+        (VideoLimits(max_duration=2.0), "video_too_long"),
+        (VideoLimits(max_frames=5), "video_too_many_frames"),
+    ):
+        output = tmp_path / code
+        scan([str(media / "clip.mp4")], output, _options(trigger_vit_folder, video_limits=limits))
+        (row,) = _rows(output)
+        assert row["error_code"] == code and row["nsfw_score"] is None
+
+
+def test_cli_scan_video_action_follows_the_worst_segment(
+    tmp_path: Path, media: Path, trigger_vit_folder: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[default]\nreview_from = 0.3\nblock_from = 0.8\n")
+    output = tmp_path / "out"
+    arguments = ["scan", str(media), "-o", str(output), "--model", str(trigger_vit_folder)]
+    arguments += ["--runtime", "torch", "--policy", str(policy), "--format", "json"]
+    result = CliRunner().invoke(app, [*arguments, "--video-fps", "2", "--scene-threshold", "0"])
+    assert result.exit_code == 0, result.output
+    rows = {Path(str(row["path"])).name: row for row in _rows(output)}
+
+    sampling = VideoSampling(fps=2, scene_threshold=None)
+    with Classifier.load(str(trigger_vit_folder), runtime="torch") as classifier:
+        expected = classifier.predict_video(media / "clip.mp4", sampling=sampling)
+    decision = decide_worst(Policy.load(policy), expected)
+    assert decision.action.value == "block"
+    video = rows["clip.mp4"]
+    assert video["action"] == "block"
+    assert video["frames_classified"] == expected.frames_classified == 6
+    assert [s["start"] for s in video["timeline"]] == [s.start for s in expected.timeline]
+    assert rows["still.png"]["action"] == "allow"
+    assert rows["corrupt.mp4"]["action"] == "block"  # unreadable inputs are blocked
+    assert json.loads(result.stdout)["actions"] == {"allow": 1, "block": 2}
+
+    # Another sampling is another scan: resuming with it is refused.
+    other = CliRunner().invoke(app, [*arguments, "--video-fps", "1"])
+    assert other.exit_code == 2 and "video_sampling" in other.output
+
+
+def test_resume_refuses_the_output_of_an_older_version(
+    tmp_path: Path, media: Path, trigger_vit_folder: Path
+) -> None:
+    output = tmp_path / "out"
+    options = _options(trigger_vit_folder)
+    scan([str(media)], output, options)
+    again = scan([str(media)], output, options)
+    assert again.scanned == 0 and again.skipped == 3
+
+    # An older pixguard's manifest lacks the video sampling; its parts, the video columns.
+    manifest = output / "_pixguard_scan.json"
+    recorded = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in recorded.items() if k != "video_sampling"}))
+    with pytest.raises(ScanError, match=r"older pixguard.*video_sampling"):
+        scan([str(media)], output, options)
+    manifest.unlink()
+    (part,) = output.glob("*.parquet")
+    pq.write_table(pq.read_table(part).drop_columns(list(VIDEO_COLUMNS)), part)
+    with pytest.raises(
+        ScanError, match="missing: timestamp, duration, frames_classified, timeline"
+    ):
+        scan([str(media)], output, options)
+
+
 # -- object stores and Ray ------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint(photos: list[Path]) -> Iterator[str]:
-    """A real S3-compatible server (moto's) on loopback, holding a few photos and a
-    bad file. Credentials go through the usual AWS variables, as in production."""
+def s3_endpoint(photos: list[Path], media: Path) -> Iterator[str]:
+    """A real S3-compatible server (moto's) on loopback, holding a few photos, a clip
+    and a bad file. Credentials go through the usual AWS variables, as in production."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -260,6 +407,8 @@ def s3_endpoint(photos: list[Path]) -> Iterator[str]:
     for photo in photos[:3]:
         client.put_object(Bucket=BUCKET, Key=f"uploads/day1/{photo.name}", Body=photo.read_bytes())
     client.put_object(Bucket=BUCKET, Key="uploads/day1/broken.jpg", Body=b"\xff\xd8 broken")
+    clip = (media / "clip.mp4").read_bytes()
+    client.put_object(Bucket=BUCKET, Key="uploads/day2/clip.mp4", Body=clip)
     client.put_object(Bucket=BUCKET, Key="elsewhere/other.png", Body=photos[0].read_bytes())
     yield endpoint
     server.stop()
@@ -278,7 +427,7 @@ _AWS_ENV = {
 
 
 def test_scan_reads_s3_from_a_loopback_server(
-    tmp_path: Path, s3_endpoint: str, photos: list[Path], tiny_vit_folder: Path
+    tmp_path: Path, s3_endpoint: str, photos: list[Path], media: Path, tiny_vit_folder: Path
 ) -> None:
     store = ObjectStoreOptions(endpoint=s3_endpoint)
     output = tmp_path / "out"
@@ -287,13 +436,20 @@ def test_scan_reads_s3_from_a_loopback_server(
     )
     rows = {row["path"]: row for row in _rows(output)}
     expected = {f"s3://{BUCKET}/uploads/day1/{p.name}" for p in photos[:3]}
-    assert set(rows) == expected | {f"s3://{BUCKET}/uploads/day1/broken.jpg"}
+    clip_uri = f"s3://{BUCKET}/uploads/day2/clip.mp4"
+    assert set(rows) == expected | {f"s3://{BUCKET}/uploads/day1/broken.jpg", clip_uri}
     assert rows[f"s3://{BUCKET}/uploads/day1/broken.jpg"]["error_code"] == "image_not_an_image"
+    clip = media / "clip.mp4"
     with Classifier.load(str(tiny_vit_folder), runtime="torch") as classifier:
         for photo, prediction in zip(photos[:3], classifier.predict(photos[:3]), strict=True):
             row = rows[f"s3://{BUCKET}/uploads/day1/{photo.name}"]
             assert row["nsfw_score"] == pytest.approx(prediction.nsfw_score, abs=1e-6)
             assert row["size"] == photo.stat().st_size
+        video = classifier.predict_video(clip)
+    row = rows[clip_uri]
+    assert row["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert row["nsfw_score"] == pytest.approx(video.nsfw_score, abs=1e-6)
+    assert row["timestamp"] == video.timestamp and row["frames_classified"] == 3
     assert summary.errors == {"image_not_an_image": 1}
 
 
@@ -337,6 +493,11 @@ def test_ray_engine_matches_the_local_engine_on_s3(
         if row["nsfw_score"] is not None:
             assert distributed[path]["nsfw_score"] == pytest.approx(row["nsfw_score"], abs=1e-6)
             assert np.allclose(distributed[path]["embedding"], row["embedding"], atol=1e-5)
+        for column in ("timestamp", "duration", "frames_classified"):
+            assert distributed[path][column] == row[column]
+        timeline = [s["start"] for s in row["timeline"] or []]
+        assert [s["start"] for s in distributed[path]["timeline"] or []] == timeline
+    assert local[f"s3://{BUCKET}/uploads/day2/clip.mp4"]["frames_classified"] == 3
     assert summary.rows == len(local) and summary.errors == {"image_not_an_image": 1}
     again = scan(source, tmp_path / "ray", options, **pool)
     assert again.scanned == 0 and again.skipped == len(local)

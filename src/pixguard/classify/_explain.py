@@ -255,5 +255,11 @@ def deletion_check(
     randoms = [
         deleted(*(int(v) for v in rng.integers(0, positions, 2))) for _ in range(random_regions)
     ]
-    scores = [p.nsfw_score for p in classifier.predict([deleted(hot_row, hot_col), *randoms])]
-    return DeletionCheck(score, scores[0], tuple(scores[1:]))  # type: ignore[arg-type]
+    scores: list[float] = []
+    for prediction in classifier.predict([deleted(hot_row, hot_col), *randoms]):
+        if prediction.nsfw_score is None:
+            raise prediction.error or ExplanationError(
+                "a deleted copy got no score", source=classifier.name
+            )
+        scores.append(prediction.nsfw_score)
+    return DeletionCheck(score, scores[0], tuple(scores[1:]))

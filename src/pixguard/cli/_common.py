@@ -58,6 +58,17 @@ DataDirOption = Annotated[
         "~/.local/share/pixguard)."
     ),
 ]
+VideoFpsOption = Annotated[
+    float, typer.Option(min=0.001, help="Videos: frames sampled per second.")
+]
+SceneThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Videos: also sample frames that change this much (mean, 0-1) from the last; 0 turns it off.",
+    ),
+]
 
 ModelOption = Annotated[
     str,

@@ -35,6 +35,8 @@ from ._common import (
     ModelOption,
     PrecisionOption,
     RuntimeOption,
+    SceneThresholdOption,
+    VideoFpsOption,
     fail,
     print_table,
     progress_bar,
@@ -199,17 +201,8 @@ def classify(
             help="Write heatmap overlays (DIR/<name>.png) and add an `explanation` grid to each result.",
         ),
     ] = None,
-    video_fps: Annotated[
-        float, typer.Option(min=0.001, help="Videos: frames sampled per second.")
-    ] = VideoSampling.fps,
-    scene_threshold: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Videos: also sample frames that change this much (mean, 0-1) from the last; 0 turns it off.",
-        ),
-    ] = VideoSampling.scene_threshold,
+    video_fps: VideoFpsOption = VideoSampling.fps,
+    scene_threshold: SceneThresholdOption = VideoSampling.scene_threshold,
     stop_at_block: Annotated[
         bool,
         typer.Option(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .._exceptions import PixguardError
 from ..classify import DEFAULT_BATCH_SIZE
-from ..images import DecodeLimits
+from ..images import DecodeLimits, VideoSampling
 from ..models import DEFAULT_MODEL
 from ..policy import Policy
 from ..scale import (
@@ -30,6 +30,8 @@ from ._common import (
     ModelOption,
     PrecisionOption,
     RuntimeOption,
+    SceneThresholdOption,
+    VideoFpsOption,
     fail,
     progress_bar,
     stderr,
@@ -92,6 +94,8 @@ def scan_command(
     s3_region: Annotated[str | None, typer.Option(help="S3 region (default: AWS_REGION).")] = None,
     max_pixels: MaxPixelsOption = DecodeLimits.max_pixels,
     max_bytes: MaxBytesOption = DecodeLimits.max_bytes,
+    video_fps: VideoFpsOption = VideoSampling.fps,
+    scene_threshold: SceneThresholdOption = VideoSampling.scene_threshold,
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = None,
@@ -99,7 +103,8 @@ def scan_command(
         str, typer.Option("--format", "-f", help="Summary as table or json.")
     ] = "table",
 ) -> None:
-    """Classify a collection into a Parquet dataset, one row per input; resumable.
+    """Classify a collection (images and videos) into a Parquet dataset, one row
+    per input; resumable.
 
     Bad files become rows with their error code; they never fail the job.
     """
@@ -120,6 +125,7 @@ def scan_command(
         precision=precision,
         threshold=threshold,
         limits=DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes),
+        sampling=VideoSampling(fps=video_fps, scene_threshold=scene_threshold or None),
         batch_size=batch_size,
         embeddings=embeddings,
         store=ObjectStoreOptions(endpoint=s3_endpoint, region=s3_region),

@@ -4,6 +4,8 @@ Parts are whole files: the local engine writes each under a hidden temporary nam
 and renames it into place; a part a killed Ray writer left without its footer is
 unreadable, and resume moves it aside (hidden, so Parquet readers skip it) and
 scans its inputs again. Rows in readable parts are done, so a rerun skips them.
+Parts with other columns than this version writes (an older pixguard's, before
+the video columns) are refused with a clear error rather than mixed in.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,13 @@ def check_manifest(output: Path, expected: dict[str, Any], *, resume: bool) -> N
             )
         if manifest.exists():
             recorded = json.loads(manifest.read_text(encoding="utf-8"))
+            missing = sorted(set(expected) - set(recorded))
+            if missing:
+                raise ScanError(
+                    f"the output folder holds a scan by an older pixguard (its manifest lacks "
+                    f"{', '.join(missing)}); scan into a new folder",
+                    source=str(output),
+                )
             different = {
                 key: (recorded.get(key), value)
                 for key, value in expected.items()
@@ -81,14 +91,28 @@ def check_manifest(output: Path, expected: dict[str, Any], *, resume: bool) -> N
     write_json_atomic(manifest, expected)
 
 
-def done_paths(output: Path) -> set[str]:
-    """Paths already in readable parts; unreadable parts are moved aside."""
+def done_paths(output: Path, columns: Sequence[str]) -> set[str]:
+    """Paths already in readable parts; unreadable parts are moved aside. A part
+    whose columns are not ``columns`` stops the scan: rows of two layouts would not
+    read back as one dataset."""
     done: set[str] = set()
     for part in part_files(output):
         try:
-            done.update(pq.read_table(part, columns=["path"]).column("path").to_pylist())
+            with pq.ParquetFile(part) as parquet:
+                names = set(parquet.schema_arrow.names)
+                paths = parquet.read(columns=["path"]).column("path").to_pylist()
         except (OSError, pa.ArrowException):
             os.replace(part, part.with_name(_QUARANTINE_PREFIX + part.name))
+            continue
+        if names != set(columns):
+            missing = ", ".join(c for c in columns if c not in names) or "none"
+            extra = ", ".join(sorted(names - set(columns))) or "none"
+            raise ScanError(
+                f"{part.name} has other columns than this pixguard writes (missing: {missing}; "
+                f"extra: {extra}), as a scan by another version would; scan into a new folder",
+                source=str(output),
+            )
+        done.update(paths)
     return done
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from .._exceptions import ScanError
 from ..models import resolve_model
-from ._batch import ScanOptions
+from ._batch import ScanOptions, output_columns
 from ._local import run_local
 from ._output import (
     DEFAULT_ROWS_PER_FILE,
@@ -56,10 +57,10 @@ def scan(
     output = Path(output)
     inputs = list_inputs(list(sources), options.store)
     if not inputs:
-        raise ScanError("the sources hold no image files", source=", ".join(sources))
+        raise ScanError("the sources hold no image or video files", source=", ".join(sources))
     _check_model_and_policy(options)
     check_manifest(output, _manifest(options), resume=resume)
-    done = done_paths(output)
+    done = done_paths(output, output_columns(options.embeddings))
     todo: list[ScanInput] = [item for item in inputs if item.path not in done]
     if on_listed is not None:
         on_listed(len(todo))
@@ -101,11 +102,13 @@ def _check_model_and_policy(options: ScanOptions) -> None:
 
 def _manifest(options: ScanOptions) -> dict[str, object]:
     """What must stay the same for rows of two runs to belong in one dataset."""
+    policy = options.load_policy()
     return {
         "model": options.model,
         "runtime": options.runtime,
         "precision": options.precision,
         "threshold": options.threshold,
         "embeddings": options.embeddings,
-        "policy": None if options.policy is None else options.load_policy().version,  # type: ignore[union-attr]
+        "policy": None if policy is None else policy.version,
+        "video_sampling": dataclasses.asdict(options.sampling),
     }

@@ -1,5 +1,5 @@
 """What a scan reads: listing sources (folders, globs, path lists, ``s3://``) and
-reading one input's bytes within the byte limit.
+reading one input's bytes (or hashing a local video's) within the byte limit.
 
 Local files and object stores go through pyarrow's filesystems, so one code path
 reads both, on the driver and inside Ray workers alike (the filesystem options are
@@ -9,6 +9,7 @@ plain picklable data).
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,20 +21,32 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .._exceptions import (
+    ImageError,
     ImageNotFoundError,
     ImageTooLargeError,
     ImageUnreadableError,
     ScanError,
 )
-from ..images import IMAGE_SUFFIXES
+from ..images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-__all__ = ["ObjectStoreOptions", "ScanInput", "list_inputs", "listing_table", "read_input"]
+__all__ = [
+    "SCAN_SUFFIXES",
+    "ObjectStoreOptions",
+    "ScanInput",
+    "hash_local_file",
+    "is_local",
+    "list_inputs",
+    "listing_table",
+    "read_input",
+]
 
 S3_SCHEME = "s3://"
 #: Files whose lines (or ``path`` column) name the inputs, instead of being inputs.
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
 PARQUET_SUFFIXES = frozenset({".parquet"})
 _GLOB_CHARACTERS = frozenset("*?[")
+#: Files that folders and ``s3://`` prefixes contribute: images and videos.
+SCAN_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,11 @@ def _is_s3(path: str) -> bool:
     return path.startswith(S3_SCHEME)
 
 
+def is_local(path: str) -> bool:
+    """Whether ``path`` is on this machine's filesystem (not in an object store)."""
+    return not _is_s3(path)
+
+
 def resolve(path: str, store: ObjectStoreOptions) -> tuple[pafs.FileSystem, str]:
     """The filesystem holding ``path`` and the path inside it."""
     if _is_s3(path):
@@ -93,8 +111,8 @@ def resolve(path: str, store: ObjectStoreOptions) -> tuple[pafs.FileSystem, str]
     return pafs.LocalFileSystem(), path
 
 
-def _is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+def _is_media_name(name: str) -> bool:
+    return Path(name).suffix.lower() in SCAN_SUFFIXES
 
 
 def _list_s3(uri: str, store: ObjectStoreOptions) -> list[ScanInput]:
@@ -110,7 +128,7 @@ def _list_s3(uri: str, store: ObjectStoreOptions) -> list[ScanInput]:
         (
             ScanInput(S3_SCHEME + item.path, item.size)
             for item in infos
-            if item.type == pafs.FileType.File and _is_image_name(item.path)
+            if item.type == pafs.FileType.File and _is_media_name(item.path)
         ),
         key=lambda item: item.path,
     )
@@ -119,7 +137,7 @@ def _list_s3(uri: str, store: ObjectStoreOptions) -> list[ScanInput]:
 def _list_folder(folder: Path) -> list[ScanInput]:
     found = []
     for path in sorted(folder.rglob("*")):
-        if _is_image_name(path.name) and path.is_file():
+        if _is_media_name(path.name) and path.is_file():
             found.append(ScanInput(str(path.resolve()), path.stat().st_size))
     return found
 
@@ -147,7 +165,8 @@ def _local_input(path: str) -> ScanInput:
 def list_inputs(sources: list[str], store: ObjectStoreOptions | None = None) -> list[ScanInput]:
     """Expand ``sources`` into the scan's inputs, each once, in a stable order.
 
-    Folders (recursively) and ``s3://bucket/prefix`` contribute their image files;
+    Folders (recursively) and ``s3://bucket/prefix`` contribute their image and
+    video files;
     globs their matches; ``.txt``/``.lst`` files one path a line and ``.parquet``
     files a ``path`` column (each path local or ``s3://``); other files themselves.
     """
@@ -173,8 +192,14 @@ def list_inputs(sources: list[str], store: ObjectStoreOptions | None = None) -> 
     return unique
 
 
-def read_input(path: str, store: ObjectStoreOptions, max_bytes: int) -> bytes:
-    """The bytes of one input, reading at most one byte past ``max_bytes``."""
+def read_input(
+    path: str,
+    store: ObjectStoreOptions,
+    max_bytes: int,
+    too_large: type[ImageError] = ImageTooLargeError,
+) -> bytes:
+    """The bytes of one input, reading at most one byte past ``max_bytes``; an
+    input over it raises ``too_large`` (a video's limit has its own error)."""
     filesystem, inner = resolve(path, store)
     try:
         info = filesystem.get_file_info(inner)
@@ -183,15 +208,31 @@ def read_input(path: str, store: ObjectStoreOptions, max_bytes: int) -> bytes:
         if info.type != pafs.FileType.File:
             raise ImageUnreadableError("not a file", source=path)
         if info.size is not None and info.size > max_bytes:
-            raise ImageTooLargeError(
-                f"the input is larger than the {max_bytes:,}-byte limit", source=path
-            )
+            raise too_large(f"the input is larger than the {max_bytes:,}-byte limit", source=path)
         with filesystem.open_input_stream(inner) as stream:
             data = stream.read(max_bytes + 1)
     except (OSError, pa.ArrowException) as exc:
         raise ImageUnreadableError(f"cannot read the input ({exc})", source=path) from exc
     if len(data) > max_bytes:
-        raise ImageTooLargeError(
-            f"the input is larger than the {max_bytes:,}-byte limit", source=path
-        )
+        raise too_large(f"the input is larger than the {max_bytes:,}-byte limit", source=path)
     return data
+
+
+def hash_local_file(path: str, max_bytes: int, too_large: type[ImageError]) -> tuple[int, str]:
+    """The size and SHA-256 of a local file, read in chunks (a video is decoded
+    from its file, never held whole in memory); over ``max_bytes`` it raises
+    ``too_large`` without reading."""
+    local = Path(path)
+    try:
+        if not local.exists():
+            raise ImageNotFoundError("no such file", source=path)
+        if not local.is_file():
+            raise ImageUnreadableError("not a file", source=path)
+        size = local.stat().st_size
+        if size > max_bytes:
+            raise too_large(f"the input is larger than the {max_bytes:,}-byte limit", source=path)
+        with local.open("rb") as stream:
+            digest = hashlib.file_digest(stream, "sha256")
+    except OSError as exc:
+        raise ImageUnreadableError(f"cannot read the input ({exc})", source=path) from exc
+    return size, digest.hexdigest()
