@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from .._files import atomic_file
 
 __all__ = ["Blobs"]
 
 _DIR_MODE = 0o700
-_FILE_MODE = 0o600
 
 
 @dataclass
@@ -18,7 +18,6 @@ class Blobs:
     """Image bytes by sha256, in private files (0600 in a 0700 folder)."""
 
     root: Path
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -31,19 +30,9 @@ class Blobs:
         target = self.path(sha256)
         if target.exists():
             return
-        with self._lock:
-            target.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
-            temporary = target.with_name(f".{sha256}.{os.getpid()}.{threading.get_ident()}.tmp")
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-            try:
-                with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, target)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
+        target.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
+        with atomic_file(target, private=True) as temporary:
+            temporary.write_bytes(data)
 
     def get(self, sha256: str) -> bytes | None:
         try:
