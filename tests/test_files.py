@@ -24,6 +24,17 @@ def test_atomic_file_gets_normal_permissions_and_leaves_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "folder"]
 
 
+def test_a_private_file_stays_readable_by_its_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "secret.bin", private=True) as temporary:
+            temporary.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "secret.bin").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.bin"]
+
+
 def test_a_failed_write_keeps_the_previous_file(tmp_path):
     target = tmp_path / "result.txt"
     target.write_text("previous")

@@ -3,6 +3,7 @@ that need no real socket."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -352,11 +353,44 @@ def test_audit_runs_on_its_own_threads_and_the_data_dir_is_shown(tmp_path, tiny_
     assert ready[0]["data_dir"] == str((tmp_path / "here").resolve())
 
 
-@pytest.mark.parametrize("key_id", ["²", "abc", "99999999999999999999", "-1"])
-def test_console_decision_filters_refuse_bad_key_ids(key_id):
-    from pixguard.serve._errors import ServiceError
-    from pixguard.serve.console._pages import _filters
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        *((f"key_id={key_id}", "invalid_key_id") for key_id in ("²", "abc", "9" * 20, "-1")),
+        ("since=yesterday", "invalid_date"),
+        ("until=2026-13-01", "invalid_date"),
+    ],
+)
+def test_console_decision_filters_refuse_bad_values(client, query, code):
+    # The page shows its own error view; the CSV download answers like the API.
+    page = client.get(f"/decisions?{query}")
+    assert page.status_code == 422
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<h1>" in page.text and "is not a" in page.text
+    _assert_error(client.get(f"/decisions.csv?{query}"), 422, code)
 
-    with pytest.raises(ServiceError) as caught:
-        _filters(None, None, key_id, None, None)
-    assert caught.value.status == 422
+
+def test_console_decision_filters_are_shared_by_the_page_and_the_csv(client):
+    client.post("/v1/classify", content=_png(seed=7), headers={"content-type": "image/png"})
+    today = dt.datetime.now(dt.UTC).date()
+    since, until = (
+        (today - dt.timedelta(days=1)).isoformat(),
+        (today + dt.timedelta(days=1)).isoformat(),
+    )
+    query = f"label=&action=&key_id=&since={since}&until={until}"  # empty fields mean "any"
+    page = client.get(f"/decisions?{query}")
+    assert page.status_code == 200
+    # The CSV link carries the page's filters, without the empty ones.
+    assert f'href="/decisions.csv?since={since}&amp;until={until}"' in page.text
+    csv_rows = client.get(f"/decisions.csv?{query}").text.strip().splitlines()
+    assert len(csv_rows) >= 2  # the header and the row just classified
+    nothing = client.get("/decisions.csv?since=2000-01-01&until=2000-01-01")
+    assert nothing.text.strip().splitlines() == csv_rows[:1]
+
+
+def test_console_pages_are_served_but_not_in_the_schema(client):
+    paths = set(client.get("/openapi.json").json()["paths"])
+    console = ["/login", "/moderate", "/decisions", "/decisions.csv", "/stats", "/docs"]
+    assert not paths & set(console)
+    for path in console:
+        assert client.get(path).status_code == 200, path

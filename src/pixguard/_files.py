@@ -72,11 +72,12 @@ class AtomicFile:
 
     For writers that need a path rather than a stream (numpy memory maps, FAISS,
     safetensors, Pillow). The temporary keeps ``path``'s suffix, for writers that
-    choose a format by it.
+    choose a format by it. A ``private`` file is readable by its owner only (0600).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, private: bool = False) -> None:
         self.path = Path(path)
+        self.private = private
         self.path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, name = tempfile.mkstemp(
             dir=self.path.parent, prefix=f".{self.path.name}.", suffix=f".tmp{self.path.suffix}"
@@ -86,7 +87,8 @@ class AtomicFile:
 
     def commit(self) -> Path:
         _fsync(self.temporary)
-        os.chmod(self.temporary, _file_mode(self.path))  # mkstemp files are private (0600)
+        if not self.private:  # mkstemp files are private (0600)
+            os.chmod(self.temporary, _file_mode(self.path))
         os.replace(self.temporary, self.path)
         _fsync(self.path.parent)
         return self.path
@@ -96,9 +98,10 @@ class AtomicFile:
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path to write; it becomes ``path`` when the block ends without error."""
-    pending = AtomicFile(path)
+def atomic_file(path: str | os.PathLike[str], *, private: bool = False) -> Iterator[Path]:
+    """A temporary path to write; it becomes ``path`` when the block ends without error
+    (readable by its owner only when ``private``)."""
+    pending = AtomicFile(path, private=private)
     try:
         yield pending.temporary
         pending.commit()

@@ -10,18 +10,8 @@ decisions become the next training set.
 
 from ._export import EXPORT_LABELS, MANIFEST_COLUMNS, ExportReport, export_training_set
 from ._intake import Routed, route_images
-from ._queue import (
-    DEFAULT_LEASE_S,
-    DEFAULT_RETENTION_S,
-    MAX_BULK,
-    MAX_CLAIM,
-    REVIEWER_DECISIONS,
-    DecisionKind,
-    DecisionRecord,
-    ItemState,
-    ReviewItem,
-    ReviewQueue,
-)
+from ._queue import DEFAULT_LEASE_S, DEFAULT_RETENTION_S, MAX_BULK, MAX_CLAIM, ReviewQueue
+from ._records import REVIEWER_DECISIONS, DecisionKind, DecisionRecord, ItemState, ReviewItem
 
 __all__ = [
     "DEFAULT_LEASE_S",

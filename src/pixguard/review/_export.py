@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .._exceptions import ReviewInvalidError
 from .._files import atomic_text_file
-from ._queue import DecisionKind, ReviewQueue
+from ._queue import ReviewQueue
+from ._records import DecisionKind
 
 __all__ = ["EXPORT_LABELS", "MANIFEST_COLUMNS", "ExportReport", "export_training_set"]
 

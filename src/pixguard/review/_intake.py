@@ -12,7 +12,8 @@ from pathlib import Path
 from ..classify import DEFAULT_BATCH_SIZE, Classifier, Prediction
 from ..index import Index
 from ..policy import Action, Decision, Policy
-from ._queue import ReviewItem, ReviewQueue
+from ._queue import ReviewQueue
+from ._records import ReviewItem
 
 __all__ = ["Routed", "route_images"]
 
