@@ -5,7 +5,7 @@ from ._analysis import Cluster, cluster, contact_sheet
 from ._faiss_store import REFRESH_SECONDS
 from ._index import DEFAULT_BANK_THRESHOLD, MILVUS_PREFIX, AddReport, BankMatch, Hit, Index
 from ._migrate import migrate
-from ._milvus_store import TOKEN_ENV as MILVUS_TOKEN_ENV
+from ._milvus_connection import TOKEN_ENV as MILVUS_TOKEN_ENV
 from ._store import Entry, NewEntry
 from ._stores import IndexStore
 from ._vectors import INDEX_KINDS, VectorIndex, normalise

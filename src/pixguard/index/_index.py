@@ -26,6 +26,7 @@ from .._files import file_sha256
 from ..classify import Classifier, Prediction
 from ..images import ImageInput, describe_source
 from ._faiss_store import FaissStore
+from ._milvus_connection import MILVUS_PREFIX
 from ._milvus_store import MilvusStore
 from ._store import Entry, NewEntry
 from ._stores import IndexStore
@@ -35,8 +36,6 @@ __all__ = ["DEFAULT_BANK_THRESHOLD", "MILVUS_PREFIX", "AddReport", "BankMatch", 
 
 #: Cosine similarity above which a bank entry flags an image as a re-upload.
 DEFAULT_BANK_THRESHOLD = 0.92
-#: ``Index.open`` locations that name a Milvus store rather than a folder.
-MILVUS_PREFIX = "milvus:"
 
 
 @dataclass(frozen=True)
