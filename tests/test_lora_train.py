@@ -264,7 +264,8 @@ def test_cached_latents_stay_paired_with_their_captions_under_shuffling(tiny_sd3
     """Each batch's latents come from the same items as its captions, whatever the
     shuffle: cached latents equal freshly encoded ones item by item."""
     from pixguard.generate.lora._data import BatchPlan
-    from pixguard.generate.lora._train import Examples, _step_generator
+    from pixguard.generate.lora._examples import Examples
+    from pixguard.generate.lora._loss import step_generator
 
     items = load_captioned_images(dataset)
     vae = _pipeline(tiny_sd3).vae
@@ -282,8 +283,8 @@ def test_cached_latents_stay_paired_with_their_captions_under_shuffling(tiny_sd3
     assert order != [0, 1, 2, 3]  # the plan does shuffle
     for number in range(2 * plan.batches_per_epoch):
         batch = plan.batch(number)
-        latents, embeds, pooled = cached.batch(batch, _step_generator(0, number))
-        expected, _, _ = fresh.batch(batch, _step_generator(0, number))
+        latents, embeds, pooled = cached.batch(batch, step_generator(0, number))
+        expected, _, _ = fresh.batch(batch, step_generator(0, number))
         torch.testing.assert_close(latents, expected, rtol=1e-4, atol=1e-5)
         assert [int(row[0, 0]) for row in embeds] == batch
         assert [int(row[0]) for row in pooled] == batch

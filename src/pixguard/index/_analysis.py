@@ -1,26 +1,83 @@
-"""Analysis over an index's embeddings: clusters and their contact sheets.
+"""Analysis over an index's embeddings: near and exact duplicates, clusters and their
+contact sheets.
 
-It reads entries and vectors through the :class:`Index` API only, so it works the
-same over every store.
+It reads entries and vectors through the :class:`Index` API only (and a store's
+lookup by sha256, for exact duplicates), so it works the same over every store.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from .._exceptions import ImageError, IndexStoreError
 from .._files import atomic_file
-from ._index import Index
 from ._store import Entry
 from ._vectors import normalise
 
-__all__ = ["Cluster", "cluster", "contact_sheet"]
+if TYPE_CHECKING:  # the Index calls into this module
+    from ._index import Index
+
+__all__ = ["Cluster", "cluster", "contact_sheet", "exact_duplicates", "near_duplicates"]
+
+
+def near_duplicates(index: Index, threshold: float, *, neighbours: int) -> list[dict[str, Any]]:
+    """Groups of entries joined by cosine similarity >= ``threshold``, looking among
+    each entry's ``neighbours`` nearest."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ids, vectors in index.iter_vectors():
+        for entry_id, hits in zip(
+            ids,
+            index.search_vectors(vectors, k=neighbours, min_similarity=threshold),
+            strict=True,
+        ):
+            for hit in hits:
+                if hit.entry.id != entry_id:
+                    parent[find(int(entry_id))] = find(hit.entry.id)
+    groups: dict[int, list[int]] = {}
+    for member in parent:
+        groups.setdefault(find(member), []).append(member)
+    result = []
+    for members in groups.values():
+        if len(members) > 1:
+            entries = index.entries(members)
+            result.append(
+                {"kind": "near", "entries": [entries[i].to_dict() for i in sorted(entries)]}
+            )
+    return result
+
+
+def exact_duplicates(
+    aliases: dict[str, list[str]], by_sha: Callable[[Iterable[str]], dict[str, Entry]]
+) -> list[dict[str, Any]]:
+    """The entries whose bytes were also added under other names (``aliases``:
+    sha256 -> names), each found with ``by_sha``."""
+    result = []
+    for sha, sources in aliases.items():
+        entry = by_sha([sha]).get(sha)
+        if entry is not None:
+            result.append(
+                {
+                    "kind": "exact",
+                    "sha256": sha,
+                    "entries": [entry.to_dict()],
+                    "also_added_as": sources,
+                }
+            )
+    return result
 
 
 @dataclass(frozen=True)

@@ -1,109 +1,27 @@
 """Index: a persistent embedding index for similarity search, near-duplicates,
-clustering and known-bad banks."""
+clustering and known-bad banks, over any store."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._exceptions import (
-    ImageError,
-    ImageNotFoundError,
-    ImageUnreadableError,
-    IndexEntryNotFoundError,
-    IndexModelMismatchError,
-    IndexStoreError,
-    InferenceError,
-    PixguardError,
-)
-from .._files import file_sha256
+from .._exceptions import IndexEntryNotFoundError, IndexModelMismatchError, IndexStoreError
 from ..classify import Classifier, Prediction
 from ..images import ImageInput, describe_source
-from ._faiss_store import FaissStore
-from ._milvus_store import MilvusStore
+from ._analysis import exact_duplicates, near_duplicates
+from ._banks import DEFAULT_BANK_THRESHOLD, BankMatch, BankQuery
+from ._embedding import embedded_batches, record_entries, sha256_of
+from ._results import AddReport, Hit
 from ._store import Entry, NewEntry
-from ._stores import IndexStore
+from ._stores import IndexStore, open_store
 from ._vectors import normalise
 
-__all__ = ["DEFAULT_BANK_THRESHOLD", "MILVUS_PREFIX", "AddReport", "BankMatch", "Hit", "Index"]
-
-#: Cosine similarity above which a bank entry flags an image as a re-upload.
-DEFAULT_BANK_THRESHOLD = 0.92
-#: ``Index.open`` locations that name a Milvus store rather than a folder.
-MILVUS_PREFIX = "milvus:"
-
-
-@dataclass(frozen=True)
-class Hit:
-    entry: Entry
-    similarity: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"similarity": self.similarity, **self.entry.to_dict()}
-
-
-@dataclass(frozen=True)
-class BankMatch:
-    """The nearest known-bad entry to one image, and whether it counts as a match."""
-
-    nearest: Hit | None
-    threshold: float
-
-    @property
-    def matched(self) -> bool:
-        return self.nearest is not None and self.nearest.similarity >= self.threshold
-
-    def to_dict(self) -> dict[str, Any]:
-        nearest = self.nearest
-        return {
-            "bank_match": self.matched,
-            "bank_nearest": None
-            if nearest is None
-            else {
-                "id": nearest.entry.id,
-                "similarity": nearest.similarity,
-                "source": nearest.entry.source,
-            },
-        }
-
-
-@dataclass
-class AddReport:
-    added: list[int] = field(default_factory=list)
-    duplicates: int = 0
-    failed: list[tuple[str, PixguardError]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "added": len(self.added),
-            "duplicates": self.duplicates,
-            "failed": [{"source": s, **e.to_dict()} for s, e in self.failed],
-        }
-
-
-def _sha256_of(source: ImageInput) -> str | None:
-    """Hash of the encoded bytes, or None when the input has none (PIL, arrays)."""
-    if isinstance(source, str | os.PathLike):
-        try:
-            return file_sha256(source)
-        except OSError:
-            return None
-    if isinstance(source, bytes | bytearray | memoryview):
-        return hashlib.sha256(source).hexdigest()
-    return None
-
-
-def _unreadable(source: str, exc: OSError) -> ImageError:
-    """The image error for a file that cannot be read (to hash it)."""
-    if isinstance(exc, FileNotFoundError):
-        return ImageNotFoundError("no such file", source=source)
-    return ImageUnreadableError(f"cannot read the file ({exc.strerror or exc})", source=source)
+__all__ = ["Index"]
 
 
 class Index:
@@ -128,14 +46,7 @@ class Index:
     ) -> Index:
         """Open (or create) the index at ``location``; ``kind`` (auto, flat, hnsw or
         ivfpq) applies to FAISS folders."""
-        text = os.fspath(location)
-        if text.startswith(MILVUS_PREFIX):
-            if kind != "auto":
-                raise IndexStoreError(
-                    "--kind applies to FAISS folders; Milvus chooses its own index", source=text
-                )
-            return cls(MilvusStore(text, create=create))
-        return cls(FaissStore(Path(text), create=create, kind=kind))
+        return cls(open_store(location, create=create, kind=kind))
 
     def __enter__(self) -> Index:
         return self
@@ -235,7 +146,7 @@ class Index:
         """Embed and add images; bytes already in the index are not embedded again."""
         self._bind(classifier.name, classifier.embedding_dim)
         report = AddReport()
-        hashes = [_sha256_of(source) for source in sources]
+        hashes = [sha256_of(source) for source in sources]
         known = self._store.existing_hashes(h for h in hashes if h)
         todo = []
         for source, digest in zip(sources, hashes, strict=True):
@@ -244,37 +155,14 @@ class Index:
                 self._store.add_alias(digest, describe_source(source))
             else:
                 todo.append((source, digest))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            predictions = classifier.predict([s for s, _ in chunk], batch_size=batch_size)
-            entries = []
-            for (_, digest), prediction in zip(chunk, predictions, strict=True):
-                if on_result is not None:
-                    on_result(prediction)
-                if prediction.error is not None:
-                    report.failed.append((prediction.source, prediction.error))
-                    continue
-                if prediction.embedding is None:
-                    report.failed.append(
-                        (
-                            prediction.source,
-                            InferenceError(
-                                "the model gave no embedding to index", source=prediction.source
-                            ),
-                        )
-                    )
-                    continue
-                digest = digest or hashlib.sha256(prediction.embedding.tobytes()).hexdigest()
-                entries.append(
-                    NewEntry(
-                        digest,
-                        prediction.source,
-                        prediction.label,
-                        prediction.nsfw_score,
-                        normalise(prediction.embedding[None])[0],
-                        tuple(tags),
-                    )
-                )
+        for entries in embedded_batches(
+            todo,
+            classifier,
+            tags=tags,
+            batch_size=batch_size,
+            on_result=on_result,
+            failed=report.failed,
+        ):
             ids = self._commit(entries, classifier.name)
             report.added.extend(ids)
             report.duplicates += len(entries) - len(ids)
@@ -288,36 +176,9 @@ class Index:
         ``records`` are the JSONL objects in the same order (``path``, ``model``,
         ``label``, ``nsfw_score``, ``error``); rows of failed inputs are skipped.
         """
-        if len(vectors) != len(records):
-            raise IndexStoreError(f"{len(vectors)} embeddings but {len(records)} records")
         report = AddReport()
-        entries = []
-        models = {record.get("model") for record in records if not record.get("error")}
-        if len(models) > 1 or None in models:
-            raise IndexStoreError(
-                f"the records must all name one model, got {sorted(map(str, models))}"
-            )
-        for vector, record in zip(vectors, records, strict=True):
-            source = str(record.get("path"))
-            if record.get("error") or not np.isfinite(vector).all():
-                continue
-            try:
-                digest = file_sha256(source)
-            except OSError as exc:
-                report.failed.append((source, _unreadable(source, exc)))
-                continue
-            entries.append(
-                NewEntry(
-                    digest,
-                    source,
-                    record.get("label"),
-                    record.get("nsfw_score"),
-                    normalise(np.asarray(vector)[None])[0],
-                    tuple(tags),
-                )
-            )
-        if entries:
-            model = str(next(iter(models)))
+        model, entries = record_entries(vectors, records, tags=tags, failed=report.failed)
+        if model is not None and entries:
             self._bind(model, int(vectors.shape[1]))
             ids = self._commit(entries, model)
             report.added.extend(ids)
@@ -381,19 +242,12 @@ class Index:
         embedding, flagged when at least ``threshold`` (default: the bank's own)
         similar, whatever the classifier's score."""
         threshold = self.bank_threshold if threshold is None else threshold
-        usable = [i for i, p in enumerate(predictions) if p.ok and p.embedding is not None]
-        results = [BankMatch(None, threshold) for _ in predictions]
-        if not usable or self.model is None:
-            return results  # an empty bank matches nothing, and stays unbound
-        first = predictions[usable[0]]
-        assert first.embedding is not None
-        self._check(first.model, int(first.embedding.shape[0]))
-        vectors = np.stack(
-            [p.embedding for i in usable if (p := predictions[i]).embedding is not None]
-        )
-        for position, hits in zip(usable, self.search_vectors(vectors, k=1), strict=True):
-            results[position] = BankMatch(hits[0] if hits else None, threshold)
-        return results
+        query = BankQuery(predictions)
+        if not query.positions or self.model is None:
+            # an empty bank matches nothing, and stays unbound
+            return query.unmatched(threshold)
+        self._check(query.model, query.dim)
+        return query.results(self.search_vectors(query.vectors(), k=1), threshold)
 
     # -- maintenance -----------------------------------------------------------------
 
@@ -432,42 +286,6 @@ class Index:
         (the same bytes added under several names)."""
         if self.dim is None:
             return []
-        parent: dict[int, int] = {}
-
-        def find(x: int) -> int:
-            while parent.setdefault(x, x) != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for ids, vectors in self._store.iter_vectors():
-            for entry_id, hits in zip(
-                ids,
-                self.search_vectors(vectors, k=neighbours, min_similarity=threshold),
-                strict=True,
-            ):
-                for hit in hits:
-                    if hit.entry.id != entry_id:
-                        parent[find(int(entry_id))] = find(hit.entry.id)
-        groups: dict[int, list[int]] = {}
-        for member in parent:
-            groups.setdefault(find(member), []).append(member)
-        result = []
-        for members in groups.values():
-            if len(members) > 1:
-                entries = self._store.entries(members)
-                result.append(
-                    {"kind": "near", "entries": [entries[i].to_dict() for i in sorted(entries)]}
-                )
-        for sha, sources in self.aliases().items():
-            entry = self._store.by_sha([sha]).get(sha)
-            if entry is not None:
-                result.append(
-                    {
-                        "kind": "exact",
-                        "sha256": sha,
-                        "entries": [entry.to_dict()],
-                        "also_added_as": sources,
-                    }
-                )
-        return result
+        return near_duplicates(self, threshold, neighbours=neighbours) + exact_duplicates(
+            self.aliases(), self._store.by_sha
+        )

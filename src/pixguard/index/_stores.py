@@ -1,4 +1,5 @@
-"""The interface every index store implements: FAISS + SQLite, or Milvus.
+"""Index stores: the interface every one implements (FAISS + SQLite, or Milvus), and
+opening the one a location names.
 
 A store keeps entries (metadata and a normalised vector each) durably and searches
 them by cosine similarity; :class:`~pixguard.index.Index` adds everything else
@@ -7,14 +8,20 @@ them by cosine similarity; :class:`~pixguard.index.Index` adds everything else
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from .._exceptions import IndexStoreError
+from ._faiss_store import FaissStore
+from ._milvus_connection import MILVUS_PREFIX
+from ._milvus_store import MilvusStore
 from ._store import Entry, NewEntry
 
-__all__ = ["IndexStore"]
+__all__ = ["IndexStore", "open_store"]
 
 
 class IndexStore(Protocol):
@@ -69,3 +76,16 @@ class IndexStore(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def rebuild(self, kind: str | None = None) -> None: ...
+
+
+def open_store(location: str | os.PathLike[str], *, create: bool, kind: str) -> IndexStore:
+    """The store at ``location``: Milvus for ``milvus:`` locations, else a FAISS
+    folder; ``kind`` (auto, flat, hnsw or ivfpq) applies to FAISS folders."""
+    text = os.fspath(location)
+    if text.startswith(MILVUS_PREFIX):
+        if kind != "auto":
+            raise IndexStoreError(
+                "--kind applies to FAISS folders; Milvus chooses its own index", source=text
+            )
+        return MilvusStore(text, create=create)
+    return FaissStore(Path(text), create=create, kind=kind)

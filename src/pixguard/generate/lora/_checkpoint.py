@@ -1,5 +1,6 @@
-"""LoRA training bookkeeping: checkpoints (safetensors + JSON, no pickle), the
-``train.log`` of JSON lines, and the loss plot.
+"""LoRA training bookkeeping: checkpoints (safetensors + JSON, no pickle) and the
+fingerprint that says whether one may be resumed, the ``train.log`` of JSON lines,
+and the loss plot.
 
 A checkpoint is a folder ``checkpoint/step-N`` holding the LoRA weights and the
 optimizer tensors as safetensors and everything else as JSON, written as one
@@ -9,20 +10,40 @@ it, so a crash while saving leaves the previous checkpoint in charge.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..._exceptions import TrainingError
-from ..._files import atomic_file, atomic_folder, atomic_text_file, write_json_atomic
+from ..._files import atomic_file, atomic_folder, atomic_text_file, file_sha256, write_json_atomic
+from ._config import LoraTrainConfig
+from ._data import CaptionedImage
 
-__all__ = ["TrainLog", "load_checkpoint", "plot_losses", "save_checkpoint"]
+__all__ = ["TrainLog", "load_checkpoint", "plot_losses", "run_fingerprint", "save_checkpoint"]
 
 _LATEST = "latest.json"
 _WEIGHTS = "lora.safetensors"
 _OPTIMIZER = "optimizer.safetensors"
 _STATE = "state.json"
+
+
+def run_fingerprint(items: list[CaptionedImage], variant: str, config: LoraTrainConfig) -> str:
+    """What must match for a checkpoint to be resumed: the data and every setting
+    that shapes the run (not its length, checkpoints or validation)."""
+    excluded = {
+        "steps",
+        "checkpoint_every",
+        "validation_prompt",
+        "validation_every",
+        "validation_steps",
+    }
+    settings = {k: v for k, v in asdict(config).items() if k not in excluded}
+    data = [(str(item.path), item.caption, file_sha256(item.path)) for item in items]
+    text = json.dumps({"variant": variant, "settings": settings, "data": data}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _save_tensors(tensors: dict[str, Any], target: Path) -> None:
