@@ -1,33 +1,62 @@
 """Analysis over an index's embeddings: near and exact duplicates, clusters and their
 contact sheets.
 
-It reads entries and vectors through the :class:`Index` API only (and a store's
-lookup by sha256, for exact duplicates), so it works the same over every store.
+It reads entries and vectors through the part of the :class:`Index` API that
+:class:`SearchableIndex` names (and a store's lookup by sha256, for exact
+duplicates), so it works the same over every store.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
 from .._exceptions import ImageError, IndexStoreError
 from .._files import atomic_file
+from ._results import Hit
 from ._store import Entry
 from ._vectors import normalise
 
-if TYPE_CHECKING:  # the Index calls into this module
-    from ._index import Index
+__all__ = [
+    "Cluster",
+    "SearchableIndex",
+    "cluster",
+    "contact_sheet",
+    "exact_duplicates",
+    "near_duplicates",
+]
 
-__all__ = ["Cluster", "cluster", "contact_sheet", "exact_duplicates", "near_duplicates"]
+
+class SearchableIndex(Protocol):
+    """What the analyses read of an :class:`Index` (declared here, since the Index
+    itself calls into this module)."""
+
+    @property
+    def location(self) -> str: ...
+
+    @property
+    def dim(self) -> int | None: ...
+
+    def iter_vectors(
+        self, *, label: str | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def search_vectors(
+        self, vectors: np.ndarray, *, k: int = 10, min_similarity: float | None = None
+    ) -> list[list[Hit]]: ...
+
+    def entries(self, ids: Iterable[int]) -> dict[int, Entry]: ...
 
 
-def near_duplicates(index: Index, threshold: float, *, neighbours: int) -> list[dict[str, Any]]:
+def near_duplicates(
+    index: SearchableIndex, threshold: float, *, neighbours: int
+) -> list[dict[str, Any]]:
     """Groups of entries joined by cosine similarity >= ``threshold``, looking among
     each entry's ``neighbours`` nearest."""
     parent: dict[int, int] = {}
@@ -97,7 +126,7 @@ class Cluster:
 
 
 def cluster(
-    index: Index,
+    index: SearchableIndex,
     k: int,
     *,
     flagged_only: bool = False,
