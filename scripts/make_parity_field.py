@@ -25,7 +25,7 @@ from PIL import Image
 
 from pixguard.images import preprocess
 from pixguard.models import resolve_model
-from pixguard.runtimes import ModelArtifacts, Runtime, open_reference
+from pixguard.runtimes import ModelArtifacts, Runtime, nsfw_log_odds, open_reference
 
 MODEL = "opennsfw"
 SEED = 20261203
@@ -46,17 +46,14 @@ def _images(fields: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(np.clip(np.rint(f), 0, 255).astype(np.uint8)) for f in fields]
 
 
-def _scores(reference: Runtime, fields: np.ndarray) -> np.ndarray:
-    pp = reference.spec.preprocessing
-    batch = np.stack([preprocess(image, pp) for image in _images(fields)])
-    nsfw = list(reference.spec.nsfw_indices)
-    return reference.run(batch).probabilities[:, nsfw].sum(axis=1).astype(np.float64)
-
-
-def _log_odds(scores: np.ndarray) -> np.ndarray:
-    # The search climbs the log-odds, which keeps a useful slope far from 0.5.
-    clipped = np.clip(scores, 1e-7, 1 - 1e-7)
-    return np.log(clipped / (1 - clipped))
+def _score(reference: Runtime, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's NSFW score of each field, and its log-odds (which the search climbs:
+    they keep a useful slope far from the threshold)."""
+    spec = reference.spec
+    batch = np.stack([preprocess(image, spec.preprocessing) for image in _images(fields)])
+    probabilities = reference.run(batch).probabilities
+    scores = probabilities[:, list(spec.nsfw_indices)].sum(axis=1).astype(np.float64)
+    return scores, nsfw_log_odds(probabilities, spec.nsfw_indices)
 
 
 def search(reference: Runtime, seed: int) -> tuple[np.ndarray, float, int]:
@@ -65,16 +62,16 @@ def search(reference: Runtime, seed: int) -> tuple[np.ndarray, float, int]:
     field = np.full((FIELD_SIZE, FIELD_SIZE, 3), 127.5) + rng.normal(
         0, SIGMA, (FIELD_SIZE, FIELD_SIZE, 3)
     )
-    score = float(_scores(reference, field[None])[0])
+    score = 0.0
     for step in range(1, MAX_STEPS + 1):
         noise = rng.normal(size=(PAIRS, FIELD_SIZE, FIELD_SIZE, 3))
         candidates = np.concatenate([field + SIGMA * noise, field - SIGMA * noise, field[None]])
-        scores = _scores(reference, np.clip(candidates, 0, 255))
+        scores, log_odds = _score(reference, np.clip(candidates, 0, 255))
         score = float(scores[-1])
         print(f"step {step:3d}  score {score:.4f}", flush=True)
         if score >= TARGET_SCORE:
             return field, score, step
-        gain = _log_odds(scores[:PAIRS]) - _log_odds(scores[PAIRS : 2 * PAIRS])
+        gain = log_odds[:PAIRS] - log_odds[PAIRS : 2 * PAIRS]
         gradient = np.tensordot(gain, noise, axes=1)
         field = np.clip(field + STEP * gradient / (np.sqrt(np.mean(gradient**2)) + 1e-12), 0, 255)
     return field, score, MAX_STEPS
@@ -92,7 +89,7 @@ def main() -> None:
     _images(field[None])[0].save(args.output, optimize=True)
     with Image.open(args.output) as written:
         pixels = np.asarray(written.convert("RGB"), dtype=np.float64)
-    final = float(_scores(reference, pixels[None])[0])
+    final = float(_score(reference, pixels[None])[0][0])
     print(
         f"{args.output.name}: {MODEL} score {final:.4f} (threshold {spec.threshold}), "
         f"seed {args.seed}, {steps} steps, {time.perf_counter() - started:.0f} s"
