@@ -3,9 +3,10 @@ including images that land near the decision threshold.
 
 Synthetic images and the bundled photos alone are scored near 0 by a real NSFW
 model, where even a large change in logits moves the score very little, so a
-label flip could never show. The gate therefore adds blends found by bisection
-between the lowest- and highest-scoring inputs, which land where the reference
-crosses the threshold, and compares scores there too. pixguard ships no NSFW
+label flip could never show. The gate therefore adds blends between the lowest-
+and highest-scoring inputs, narrowed step by step (false position on the
+log-odds, inside a shrinking bracket) onto where the reference crosses the
+threshold, and compares scores there too. pixguard ships no NSFW
 image, so the base set also holds a synthetic colour field that open_nsfw itself
 scores above its threshold (made once by ``scripts/make_parity_field.py``): for
 open_nsfw it is the high end of the blends.
