@@ -27,11 +27,12 @@ from pixguard.runtimes import (
     parity_images,
     parity_reference,
 )
+from pixguard.runtimes._parity import LABEL_MARGIN, NEAR_THRESHOLD
 
 
 def test_parity_images_are_fixed_and_varied():
     first, second = parity_images(), parity_images()
-    assert len(first) == 18  # 16 synthetic, then the two bundled photos
+    assert len(first) == 19  # 16 synthetic, the two bundled photos, open_nsfw's field
     assert all(
         np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, second, strict=True)
     )
@@ -223,10 +224,12 @@ class _Confident:
 
     def run(self, batch):
         out = self.inner.run(batch)
-        p = np.clip(out.probabilities[:, 0].astype(np.float64), 1e-12, 1 - 1e-12)
+        (column,) = self.spec.nsfw_indices  # a two-class model: NSFW and the other
+        p = np.clip(out.probabilities[:, column].astype(np.float64), 1e-12, 1 - 1e-12)
         logit = self.sharpness * np.log(p / (1 - p)) + self.shift
         nsfw = 1 / (1 + np.exp(-logit))
-        probabilities = np.stack([nsfw, 1 - nsfw], axis=1).astype(np.float32)
+        columns = [nsfw, 1 - nsfw] if column == 0 else [1 - nsfw, nsfw]
+        probabilities = np.stack(columns, axis=1).astype(np.float32)
         return RuntimeOutput(probabilities=probabilities, embeddings=out.embeddings)
 
 
@@ -253,6 +256,73 @@ def test_gate_catches_a_drift_that_shows_only_near_the_threshold(tiny_vit_folder
     assert report.near_threshold >= 2
     assert report.images == base + len(recorded.blends)
     assert check_parity(reference, reference, threshold=0.5).passed
+
+
+@pytest.fixture(scope="module")
+def opennsfw_reference():
+    return open_reference(ModelArtifacts(resolve_model("opennsfw")))
+
+
+def test_opennsfw_gate_has_inputs_close_to_its_threshold_on_both_sides(opennsfw_reference):
+    """open_nsfw scores every bundled photo and generated image far below its
+    threshold; the shipped field scores above it, so the blends between them close in
+    on the threshold from both sides."""
+    threshold = opennsfw_reference.spec.threshold
+    recorded = parity_reference(opennsfw_reference, threshold=threshold)
+    base = len(parity_images())
+    batch = recorded.batch(opennsfw_reference.spec.preprocessing)
+    (nsfw,) = opennsfw_reference.spec.nsfw_indices
+    measured = np.concatenate(
+        [
+            opennsfw_reference.run(batch[i : i + 8]).probabilities[:, nsfw]
+            for i in range(0, len(batch), 8)
+        ]
+    ).astype(np.float64)
+    np.testing.assert_allclose(measured, recorded.scores, atol=1e-6)  # the model's own scores
+    assert np.all(measured[: base - 1] < threshold - NEAR_THRESHOLD)  # photos, generated
+    assert measured[base - 1] > threshold  # the field made for open_nsfw
+    blends = measured[base:]
+    below, above = blends[blends < threshold], blends[blends >= threshold]
+    assert threshold - below.max() < LABEL_MARGIN
+    assert above.min() - threshold < LABEL_MARGIN
+    decisive = blends[np.abs(blends - threshold) > LABEL_MARGIN]
+    near = decisive[np.abs(decisive - threshold) <= NEAR_THRESHOLD]
+    assert (near < threshold).any() and (near > threshold).any()
+
+
+def test_opennsfw_gate_catches_a_small_drift_as_a_label_flip(opennsfw_reference):
+    """A path whose log-odds drift a little: on the photos and generated images (all
+    far from the threshold) the scores barely move and the gate passes it; the
+    near-threshold blends change label."""
+    threshold = opennsfw_reference.spec.threshold
+    recorded = parity_reference(opennsfw_reference, threshold=threshold)
+    base = len(parity_images())
+    blends = np.asarray(recorded.scores[base:])
+    decisive = blends[np.abs(blends - threshold) > LABEL_MARGIN]
+    nearest = decisive[np.argmin(np.abs(decisive - threshold))]
+    # Half as much again as carries the nearest decisive blend across the threshold.
+    shift = 1.5 * (np.log(threshold / (1 - threshold)) - np.log(nearest / (1 - nearest)))
+    assert abs(shift) < 0.5
+    drifting = _Confident(opennsfw_reference, sharpness=1.0, shift=shift)
+
+    on_base_only = compare_with_reference(
+        ParityReference(blends=(), scores=recorded.scores[:base]), drifting, threshold=threshold
+    )
+    assert on_base_only.passed
+    assert on_base_only.near_threshold == 0
+
+    report = check_parity(opennsfw_reference, drifting, threshold=threshold)
+    assert report.label_mismatches >= 1
+    assert not report.passed
+    assert check_parity(opennsfw_reference, opennsfw_reference, threshold=threshold).passed
+
+
+def test_a_reference_recorded_on_other_inputs_is_refused(tiny_vit_folder):
+    reference = open_reference(ModelArtifacts(resolve_model(tiny_vit_folder)))
+    recorded = parity_reference(reference, threshold=0.5)
+    stale = ParityReference(blends=recorded.blends, scores=recorded.scores[1:])
+    with pytest.raises(RuntimeUnavailableError, match="export the model again"):
+        compare_with_reference(stale, reference, threshold=0.5)
 
 
 def test_parity_reference_round_trips_and_rebuilds_the_same_inputs(tiny_vit_folder):

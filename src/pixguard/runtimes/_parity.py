@@ -3,9 +3,13 @@ including images that land near the decision threshold.
 
 Synthetic images and the bundled photos alone are scored near 0 by a real NSFW
 model, where even a large change in logits moves the score very little, so a
-label flip could never show. The gate therefore adds blends found by bisection
-between the lowest- and highest-scoring inputs, which land where the reference
-crosses the threshold, and compares scores there too.
+label flip could never show. The gate therefore adds blends between the lowest-
+and highest-scoring inputs, narrowed step by step (false position on the
+log-odds, inside a shrinking bracket) onto where the reference crosses the
+threshold, and compares scores there too. pixguard ships no NSFW
+image, so the base set also holds a synthetic colour field that open_nsfw itself
+scores above its threshold (made once by ``scripts/make_parity_field.py``): for
+open_nsfw it is the high end of the blends.
 
 The reference scores and the blends are recorded (:class:`ParityReference`), so a
 path can be checked again where the reference model is not at hand (an int8
@@ -21,8 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .._exceptions import RuntimeUnavailableError
 from ..images import Preprocessing, preprocess
 from ._base import Runtime
+from ._explain import nsfw_log_odds
 
 __all__ = [
     "PARITY_TOLERANCE",
@@ -40,12 +46,17 @@ PARITY_TOLERANCE = 0.01
 LABEL_MARGIN = 0.01
 #: A reference score this close to the threshold counts as a near-threshold input.
 NEAR_THRESHOLD = 0.1
-#: Bisection steps per pair of inputs; each halves the blend's distance to the crossing.
+#: Bracketing steps per pair of inputs; each one narrows the blends' bracket around
+#: the crossing.
 BISECTION_STEPS = 6
+#: The next blend weight stays at least this fraction of the bracket from either end.
+BRACKET_GUARD = 0.2
 _SYNTHETIC_IMAGE_COUNT = 16
 _PARITY_SEED = 20261125
-_PHOTOS = Path(__file__).parent / "parity_photos"
+_INPUTS = Path(__file__).parent / "parity_inputs"
 _PHOTO_NAMES = ("chelsea.png", "rocket.jpg")
+#: Synthetic fields that a bundled model scores above its threshold (see SOURCES.md).
+_HIGH_SCORING_FIELDS = ("opennsfw_field.png",)
 
 #: One blend: ``(1 - alpha) * input[low] + alpha * input[high]`` in model-input space.
 Blend = tuple[int, int, float]
@@ -79,12 +90,13 @@ def _synthetic_images(count: int) -> list[Image.Image]:
 
 def parity_images() -> list[Image.Image]:
     """The fixed base set: synthetic gradients, shapes and noise from a fixed seed,
-    then the photos bundled with pixguard. Every machine checks the same images."""
-    photos = []
-    for name in _PHOTO_NAMES:
-        with Image.open(_PHOTOS / name) as photo:
-            photos.append(photo.convert("RGB"))
-    return _synthetic_images(_SYNTHETIC_IMAGE_COUNT) + photos
+    the photos bundled with pixguard, then the high-scoring fields. Every machine
+    checks the same images."""
+    bundled = []
+    for name in _PHOTO_NAMES + _HIGH_SCORING_FIELDS:
+        with Image.open(_INPUTS / name) as image:
+            bundled.append(image.convert("RGB"))
+    return _synthetic_images(_SYNTHETIC_IMAGE_COUNT) + bundled
 
 
 def _base_batch(preprocessing: Preprocessing) -> np.ndarray:
@@ -117,24 +129,51 @@ def _bisection_pairs(scores: np.ndarray, threshold: float) -> list[tuple[int, in
     return list(dict.fromkeys([extremes, closest]))
 
 
+def _log_odds(scores: np.ndarray) -> np.ndarray:
+    return nsfw_log_odds(np.asarray(scores, dtype=np.float64)[:, None], (0,))
+
+
+def _next_alpha(bracket: tuple[float, float, float, float], target: float) -> float:
+    """Where the line through the bracket's log-odds meets the threshold's (false
+    position), kept off the bracket's ends so that the bracket always shrinks."""
+    lo, hi, odds_lo, odds_hi = bracket
+    fraction = (target - odds_lo) / (odds_hi - odds_lo) if odds_hi > odds_lo else 0.5
+    fraction = min(max(fraction, BRACKET_GUARD), 1 - BRACKET_GUARD)
+    return lo + fraction * (hi - lo)
+
+
 def _bisect(
-    reference: Runtime, base: np.ndarray, pairs: list[tuple[int, int]], threshold: float
+    reference: Runtime,
+    base: np.ndarray,
+    base_scores: np.ndarray,
+    pairs: list[tuple[int, int]],
+    threshold: float,
 ) -> tuple[list[Blend], list[float]]:
     """Blend each pair towards the point where the reference crosses the threshold,
-    keeping every step: the blends close in on the threshold from both sides."""
+    keeping every step: the blends close in on the threshold from both sides.
+
+    Each step narrows a bracket ``[lo, hi]`` of blend weights whose scores lie on
+    either side of the threshold; the next weight is read off the log-odds, which
+    are close to linear near the crossing, so few steps land close to it."""
     blends: list[Blend] = []
     scores: list[float] = []
-    if not pairs:
-        return blends, scores
-    bounds = [(0.0, 1.0) for _ in pairs]
-    for _ in range(BISECTION_STEPS):
+    target = float(_log_odds(np.array([threshold]))[0])
+    odds = _log_odds(base_scores)
+    brackets = [(0.0, 1.0, float(odds[low]), float(odds[high])) for low, high in pairs]
+    for _ in range(BISECTION_STEPS if pairs else 0):
         step = [
-            (low, high, (lo + hi) / 2) for (low, high), (lo, hi) in zip(pairs, bounds, strict=True)
+            (low, high, _next_alpha(bracket, target))
+            for (low, high), bracket in zip(pairs, brackets, strict=True)
         ]
         step_scores = _scores(reference, np.stack([_blend(base, blend) for blend in step]))
+        step_odds = _log_odds(step_scores)
         for index, (blend, score) in enumerate(zip(step, step_scores, strict=True)):
-            lo, hi = bounds[index]
-            bounds[index] = (lo, blend[2]) if score >= threshold else (blend[2], hi)
+            lo, hi, odds_lo, odds_hi = brackets[index]
+            brackets[index] = (
+                (lo, blend[2], odds_lo, float(step_odds[index]))
+                if score >= threshold
+                else (blend[2], hi, float(step_odds[index]), odds_hi)
+            )
         blends.extend(step)
         scores.extend(float(s) for s in step_scores)
     return blends, scores
@@ -149,10 +188,7 @@ class ParityReference:
     """Reference scores: the base images in order, then the blends."""
 
     def batch(self, preprocessing: Preprocessing) -> np.ndarray:
-        base = _base_batch(preprocessing)
-        if not self.blends:
-            return base
-        return np.concatenate([base, np.stack([_blend(base, b) for b in self.blends])])
+        return _with_blends(self, _base_batch(preprocessing))
 
     def to_dict(self) -> dict[str, Any]:
         return {"blends": [list(b) for b in self.blends], "scores": list(self.scores)}
@@ -163,12 +199,21 @@ class ParityReference:
         return cls(blends=blends, scores=tuple(float(s) for s in data["scores"]))
 
 
+def _with_blends(reference: ParityReference, base: np.ndarray) -> np.ndarray:
+    if not reference.blends:
+        return base
+    return np.concatenate([base, np.stack([_blend(base, b) for b in reference.blends])])
+
+
 def parity_reference(reference: Runtime, *, threshold: float) -> ParityReference:
     """Score the base images on ``reference`` and add blends near ``threshold``."""
-    base = _base_batch(reference.spec.preprocessing)
+    return _record(reference, _base_batch(reference.spec.preprocessing), threshold)
+
+
+def _record(reference: Runtime, base: np.ndarray, threshold: float) -> ParityReference:
     base_scores = _scores(reference, base)
     blends, blend_scores = _bisect(
-        reference, base, _bisection_pairs(base_scores, threshold), threshold
+        reference, base, base_scores, _bisection_pairs(base_scores, threshold), threshold
     )
     return ParityReference(
         blends=tuple(blends), scores=tuple(float(s) for s in base_scores) + tuple(blend_scores)
@@ -199,8 +244,33 @@ def compare_with_reference(
     tolerance: float = PARITY_TOLERANCE,
 ) -> ParityReport:
     """Run ``candidate`` on the recorded inputs and compare with the recorded scores."""
+    return _compare(
+        reference,
+        candidate,
+        reference.batch(candidate.spec.preprocessing),
+        threshold=threshold,
+        tolerance=tolerance,
+    )
+
+
+def _compare(
+    reference: ParityReference,
+    candidate: Runtime,
+    batch: np.ndarray,
+    *,
+    threshold: float,
+    tolerance: float,
+) -> ParityReport:
     ref = np.asarray(reference.scores, dtype=np.float64)
-    cand = _scores(candidate, reference.batch(candidate.spec.preprocessing))
+    if len(batch) != len(ref):
+        # Recorded on another version's parity inputs: its scores belong to other images.
+        raise RuntimeUnavailableError(
+            f"the recorded parity reference holds {len(ref)} scores for {len(batch)} "
+            "parity inputs (it was recorded by another version of pixguard); "
+            "export the model again with this version",
+            source=candidate.spec.name,
+        )
+    cand = _scores(candidate, batch)
     diff = float(np.abs(ref - cand).max())
     decisive = np.abs(ref - threshold) > LABEL_MARGIN
     mismatches = int(((ref >= threshold) != (cand >= threshold))[decisive].sum())
@@ -222,9 +292,14 @@ def check_parity(
     tolerance: float = PARITY_TOLERANCE,
 ) -> ParityReport:
     """Compare NSFW scores of ``candidate`` against ``reference`` (fp32 eager)."""
-    return compare_with_reference(
-        parity_reference(reference, threshold=threshold),
-        candidate,
-        threshold=threshold,
-        tolerance=tolerance,
+    preprocessing = reference.spec.preprocessing
+    base = _base_batch(preprocessing)
+    recorded = _record(reference, base, threshold)
+    # Building the base batch is a good part of the gate's time; reuse it when the
+    # candidate prepares its input as the reference does (it nearly always does).
+    batch = (
+        _with_blends(recorded, base)
+        if candidate.spec.preprocessing == preprocessing
+        else recorded.batch(candidate.spec.preprocessing)
     )
+    return _compare(recorded, candidate, batch, threshold=threshold, tolerance=tolerance)

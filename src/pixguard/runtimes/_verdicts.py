@@ -20,7 +20,7 @@ from ._parity import ParityReference, ParityReport, check_parity, compare_with_r
 __all__ = ["gated"]
 
 #: Bumped when the parity inputs change, so older verdicts are measured again.
-_VERDICT_FORMAT = 2
+_VERDICT_FORMAT = 3
 
 
 def _library_versions() -> str:
