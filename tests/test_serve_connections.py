@@ -1,5 +1,6 @@
 """Slow and greedy clients against a real uvicorn server (in a thread, on loopback),
-with the protocol and settings ``pixguard serve`` uses."""
+with the protocol and settings ``pixguard serve`` uses: every bound, with each of
+the two HTTP parsers."""
 
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ from pixguard.serve import ServeSettings
 from tests.serve_live import free_port, live_server
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, tiny_vit_folder):
+MAX_HEADER_BYTES = 4096
+
+
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def live(request, tmp_path_factory, tiny_vit_folder):
     settings = ServeSettings(
         data_dir=tmp_path_factory.mktemp("live"),
         port=free_port(),
         header_timeout_s=1.0,
         body_timeout_s=1.0,
         max_connections_per_client=4,
+        max_header_bytes=MAX_HEADER_BYTES,
+        http_parser=request.param,
     )
     with live_server(settings, lambda s: Classifier.load(tiny_vit_folder, runtime="torch")):
         yield settings.port
@@ -44,6 +50,44 @@ def test_slow_headers_are_cut_off(live):
         started = time.monotonic()
         assert _read_all(sock) == b""  # closed by the server
         assert time.monotonic() - started < 5
+
+
+def test_headers_trickled_in_one_byte_at_a_time_are_cut_off(live):
+    with _connect(live) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 5:
+            try:
+                sock.sendall(b"a")  # the deadline runs from the first byte, not the last
+            except OSError:
+                closed = True
+                break
+            sock.settimeout(0.2)
+            try:
+                if sock.recv(4096) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        assert closed
+
+
+def test_oversized_headers_get_400(live):
+    with _connect(live) as sock:
+        filler = b"X-Filler: " + b"f" * (2 * MAX_HEADER_BYTES) + b"\r\n"
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + filler)  # no end of headers
+        response = _read_all(sock)
+    assert response.startswith(b"HTTP/1.1 400"), response[:200]
+
+
+def test_headers_just_under_the_limit_are_served(live):
+    with _connect(live) as sock:
+        filler = b"X-Filler: " + b"f" * (MAX_HEADER_BYTES - 200) + b"\r\n"
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + filler)
+        time.sleep(0.05)  # the end of the headers in a second packet
+        sock.sendall(b"Connection: close\r\n\r\n")
+        assert _read_all(sock).startswith(b"HTTP/1.1 200")
 
 
 def test_a_silent_connection_is_closed(live):
