@@ -8,11 +8,11 @@ import socket
 import time
 
 import pytest
+from PIL import Image
 
 from pixguard import Classifier
 from pixguard.serve import ServeSettings
 from tests.serve_live import free_port, live_server
-
 
 MAX_HEADER_BYTES = 4096
 
@@ -88,6 +88,23 @@ def test_headers_just_under_the_limit_are_served(live):
         time.sleep(0.05)  # the end of the headers in a second packet
         sock.sendall(b"Connection: close\r\n\r\n")
         assert _read_all(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_larger_than_the_header_limit_in_one_packet_is_served(live):
+    from tests.helpers import encode
+
+    noise = Image.effect_noise((96, 96), 64).convert("RGB")
+    body = encode(noise, "PNG")
+    assert len(body) > 2 * MAX_HEADER_BYTES
+    request = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with _connect(live) as sock:
+        sock.sendall(request + request.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        responses = _read_all(sock)  # two pipelined requests, both answered
+    assert responses.startswith(b"HTTP/1.1 200"), responses[:200]
+    assert responses.count(b"HTTP/1.1 200") == 2, responses[:400]
 
 
 def test_a_silent_connection_is_closed(live):

@@ -152,6 +152,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._bounds = _ConnectionBounds(self.loop, self.limits, self.per_client)
         self._reading_headers = True
+        self._headers_completed = 0
         self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -165,18 +166,25 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         reading_headers = self._reading_headers
+        completed_before = self._headers_completed
         if reading_headers:
             self._bounds.headers_started()
         super().data_received(data)
         if not self._reading_headers:
             self._bounds.headers_done()
-        elif reading_headers and not self.transport.is_closing():
+        elif (
+            # Still in the headers this chunk began in (not those of a next request).
+            reading_headers
+            and self._headers_completed == completed_before
+            and not self.transport.is_closing()
+        ):
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
                 self.send_400_response(_HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self._reading_headers = False
+        self._headers_completed += 1
         self._header_bytes = 0
         super().on_headers_complete()
 
