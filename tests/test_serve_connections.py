@@ -90,6 +90,12 @@ def test_headers_just_under_the_limit_are_served(live):
         assert _read_all(sock).startswith(b"HTTP/1.1 200")
 
 
+def _png() -> bytes:
+    from tests.helpers import encode, gradient_image
+
+    return encode(gradient_image(48, 48), "PNG")
+
+
 def test_a_body_larger_than_the_header_limit_in_one_packet_is_served(live):
     from tests.helpers import encode
 
@@ -105,6 +111,31 @@ def test_a_body_larger_than_the_header_limit_in_one_packet_is_served(live):
         responses = _read_all(sock)  # two pipelined requests, both answered
     assert responses.startswith(b"HTTP/1.1 200"), responses[:200]
     assert responses.count(b"HTTP/1.1 200") == 2, responses[:400]
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_a_request_may_take_longer_than_the_header_deadline(tmp_path, tiny_vit_folder, parser):
+    def slow_classifier(settings: ServeSettings) -> Classifier:
+        classifier = Classifier.load(tiny_vit_folder, runtime="torch")
+        prepare = classifier.prepare
+
+        def slow_prepare(data: bytes):  # outlives the 0.5 s header deadline
+            time.sleep(1.5)
+            return prepare(data)
+
+        classifier.prepare = slow_prepare  # type: ignore[method-assign]
+        return classifier
+
+    settings = ServeSettings(
+        data_dir=tmp_path, port=free_port(), header_timeout_s=0.5, http_parser=parser
+    )
+    with live_server(settings, slow_classifier), _connect(settings.port) as sock:
+        # The whole request in one packet: headers, body and end of request at once.
+        sock.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_png()), _png())
+        )
+        assert _read_all(sock).startswith(b"HTTP/1.1 200")
 
 
 def test_a_silent_connection_is_closed(live):

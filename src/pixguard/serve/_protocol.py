@@ -170,10 +170,8 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         if reading_headers:
             self._bounds.headers_started()
         super().data_received(data)
-        if not self._reading_headers:
-            self._bounds.headers_done()
-        elif (
-            # Still in the headers this chunk began in (not those of a next request).
+        # Counted only while the headers this chunk began in are still incomplete.
+        if (
             reading_headers
             and self._headers_completed == completed_before
             and not self.transport.is_closing()
@@ -183,6 +181,9 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.send_400_response(_HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
+        # Here, not after the chunk: the same chunk may also end the request, and
+        # the deadline must not outlive its headers into the request's processing.
+        self._bounds.headers_done()
         self._reading_headers = False
         self._headers_completed += 1
         self._header_bytes = 0
