@@ -4,14 +4,18 @@ the two HTTP parsers."""
 
 from __future__ import annotations
 
+import io
 import socket
+import threading
 import time
 
+import httpx
 import pytest
 from PIL import Image
 
 from pixguard import Classifier
 from pixguard.serve import ServeSettings
+from pixguard.serve._predict import HEAVY_PIXELS, declared_pixels
 from tests.serve_live import free_port, live_server
 
 MAX_HEADER_BYTES = 4096
@@ -198,3 +202,60 @@ def test_a_non_ascii_digit_in_a_bearer_token_is_401(live):
         response = _read_all(sock)
     assert response.startswith(b"HTTP/1.1 401"), response[:300]
     assert b'"code":"unauthorized"' in response
+
+
+def _large_canvas_gif(frames: int = 3) -> bytes:
+    """2600 x 1600 (4.2 MP, a heavy image) and several frames, in a small file."""
+    images = [Image.new("P", (2600, 1600), color=i) for i in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=100)
+    return buffer.getvalue()
+
+
+def test_a_small_image_is_answered_while_heavy_gifs_decode(tmp_path, tiny_vit_folder):
+    gif = _large_canvas_gif()
+    assert declared_pixels(gif) >= HEAVY_PIXELS
+    gif_decoding = threading.Event()
+    release = threading.Event()
+
+    def gated_classifier(settings: ServeSettings) -> Classifier:
+        classifier = Classifier.load(tiny_vit_folder, runtime="torch")
+        prepare = classifier.prepare
+
+        def gated_prepare(data: bytes):
+            # A GIF's decode waits for the test: "still decoding" is a fact, not a race.
+            if data == gif:
+                gif_decoding.set()
+                assert release.wait(120)
+            return prepare(data)
+
+        classifier.prepare = gated_prepare  # type: ignore[method-assign]
+        return classifier
+
+    finished: list[tuple[str, int]] = []
+
+    def post(url: str, name: str, data: bytes, content_type: str) -> None:
+        response = httpx.post(
+            f"{url}/v1/classify", content=data, headers={"content-type": content_type}, timeout=120
+        )
+        finished.append((name, response.status_code))
+
+    settings = ServeSettings(data_dir=tmp_path, port=free_port(), request_timeout_s=120)
+    with live_server(settings, gated_classifier) as url:
+        heavy = [
+            threading.Thread(target=post, args=(url, f"gif{i}", gif, "image/gif")) for i in range(3)
+        ]
+        for thread in heavy:
+            thread.start()
+        try:
+            assert gif_decoding.wait(60)
+            time.sleep(0.2)  # let the other GIF requests reach their decode too
+            small = threading.Thread(target=post, args=(url, "small", _png(), "image/png"))
+            small.start()
+            small.join(60)
+            assert finished == [("small", 200)]  # answered while every GIF still decodes
+        finally:
+            release.set()
+            for thread in heavy:
+                thread.join(120)
+    assert sorted(finished[1:]) == [("gif0", 200), ("gif1", 200), ("gif2", 200)]
