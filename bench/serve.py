@@ -1,16 +1,24 @@
 """Benchmark the HTTP service under load, next to offline batch throughput.
 
-One run: offline ``Classifier.predict`` throughput of the model, then a real
-``pixguard serve`` process, driven by a load generator in a separate process with
-512 px JPEGs at several concurrencies; optionally a soak that watches the server's
-resident memory.
+One run: real ``pixguard serve`` processes, driven by a load generator in a
+separate process with 512 px JPEGs at several concurrencies, next to offline
+``Classifier.predict`` in the bench process; optionally a soak that watches the
+server's resident memory.
 
     python bench/serve.py [--model PATH] [--seconds 20] [--concurrency 1 8 32 64]
+                          [--repeats 3] [--h11] [--baseline-src DIR]
                           [--soak-seconds 600] [--output docs/bench-serve.md]
 
 CPU per image is the server process's user + system CPU time (all threads) over the
-requests it answered, against the offline process's CPU time per image: the
-service's own overhead is the ratio above 1.
+requests it answered, against the offline CPU time per image measured in the same
+repetition: the service's own overhead is the ratio above 1. The machine may be
+shared, so servers are compared in one run: each repetition measures offline, then
+every server at every concurrency in turn, and the table gives medians over the
+repetitions (and the load average before and after).
+
+Servers: this tree's (``src/`` beside this script); with ``--h11``, the same with
+``PIXGUARD_HTTP_PARSER=h11``; with ``--baseline-src DIR``, another tree's ``src``
+(for example ``git archive COMMIT src | tar -x -C DIR``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +44,7 @@ from _common import machine, publish, table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONCURRENCY = (1, 8, 32, 64)
+THIS_SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def jpegs(count: int) -> list[bytes]:
@@ -52,6 +62,22 @@ def jpegs(count: int) -> list[bytes]:
 
 #: Passes over the images for the offline baseline; one pass is too noisy.
 OFFLINE_REPEATS = 3
+
+
+@dataclass
+class ServerVariant:
+    name: str
+    src: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    rate: float
+    cpu_ms: float
+    ratio: float
+    latencies: list[float]
+    errors: int
 
 
 def _load(
@@ -100,10 +126,65 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def start_server(
+    variant: ServerVariant, model: str, data_dir: Path
+) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, **variant.env, "PYTHONPATH": str(variant.src)}
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pixguard", "serve", "--model", model),
+            *("--port", str(port), "--data-dir", str(data_dir)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"the {variant.name} server exited with {server.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+
+
+def offline_cpu_ms(classifier, images: list[bytes]) -> tuple[float, float]:
+    """Images per second and CPU ms per image of offline ``predict`` (batch 16)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for _ in range(OFFLINE_REPEATS):
+        classifier.predict(images, batch_size=16)
+    count = OFFLINE_REPEATS * len(images)
+    return count / (time.perf_counter() - start), 1000 * (time.process_time() - cpu_start) / count
+
+
+def drive(server: subprocess.Popen, url: str, concurrency: int, seconds: float, images, offline_ms):
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    cpu_before = cpu_seconds(server.pid)
+    generator = context.Process(
+        target=_load, args=(f"{url}/v1/classify", concurrency, seconds, images, results)
+    )
+    generator.start()
+    latencies, errors, elapsed = results.get()
+    generator.join()
+    cpu_ms = 1000 * (cpu_seconds(server.pid) - cpu_before) / len(latencies)
+    return Sample(len(latencies) / elapsed, cpu_ms, cpu_ms / offline_ms, latencies, errors)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model folder (default: random vit_tiny_patch16_384)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="load duration per concurrency")
+    parser.add_argument(
+        "--model", help="model folder or name (default: random vit_tiny_patch16_384)"
+    )
+    parser.add_argument("--seconds", type=float, default=20.0, help="load duration per measurement")
+    parser.add_argument("--repeats", type=int, default=1, help="repetitions (medians reported)")
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument(
         "--concurrency",
@@ -112,6 +193,10 @@ def main() -> None:
         default=list(CONCURRENCY),
         help="client concurrencies to measure",
     )
+    parser.add_argument(
+        "--h11", action="store_true", help="also this tree's server with http_parser=h11"
+    )
+    parser.add_argument("--baseline-src", type=Path, help="also a server from this src folder")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
@@ -126,110 +211,93 @@ def main() -> None:
 
         model = str(random_timm_folder(work / "model"))
     images = jpegs(32)
+    variants = [ServerVariant("this tree", THIS_SRC)]
+    if args.h11:
+        variants.append(ServerVariant("this tree, h11", THIS_SRC, {"PIXGUARD_HTTP_PARSER": "h11"}))
+    if args.baseline_src:
+        variants.append(
+            ServerVariant(f"baseline ({args.baseline_src})", args.baseline_src.resolve())
+        )
 
     offline = Classifier.load(model)
     offline.predict(images[:16], batch_size=16)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(OFFLINE_REPEATS):
-        offline.predict(images, batch_size=16)
-    offline_rate = OFFLINE_REPEATS * len(images) / (time.perf_counter() - start)
-    offline_cpu_ms = 1000 * (time.process_time() - cpu_start) / (OFFLINE_REPEATS * len(images))
     runtime = offline.runtime_name
+    load_before = os.getloadavg()
+    servers = [
+        start_server(variant, model, work / f"data-{i}") for i, variant in enumerate(variants)
+    ]
+    offline_samples: list[tuple[float, float]] = []
+    samples: dict[tuple[int, int], list[Sample]] = {}
+    try:
+        for repeat in range(args.repeats):
+            offline_samples.append(offline_cpu_ms(offline, images))
+            offline_ms = offline_samples[-1][1]
+            for concurrency in args.concurrency:
+                for i, (server, url) in enumerate(servers):
+                    sample = drive(server, url, concurrency, args.seconds, images, offline_ms)
+                    samples.setdefault((i, concurrency), []).append(sample)
+                    print(
+                        f"repeat {repeat + 1}: {variants[i].name}, concurrency {concurrency}: "
+                        f"{sample.cpu_ms:.1f} CPU ms/img, {sample.ratio:.2f}x offline "
+                        f"({offline_ms:.1f} ms), load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+        soak = ""
+        if args.soak_seconds:
+            server, url = servers[0]
+            before = rss_mb(server.pid)
+            sample = drive(server, url, 8, args.soak_seconds, images, offline_samples[-1][1])
+            after = rss_mb(server.pid)
+            soak = (
+                f"Soak: {args.soak_seconds:.0f} s at concurrency 8, {len(sample.latencies)} requests, "
+                f"{sample.errors} errors; server RSS {before:.0f} MB -> {after:.0f} MB "
+                f"({100 * (after - before) / before:+.1f}%)."
+            )
+    finally:
+        for server, _ in servers:
+            server.terminate()
+            server.wait(timeout=60)
+    load_after = os.getloadavg()
     offline.close()
-    del offline
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pixguard",
-            "serve",
-            "--model",
-            model,
-            "--port",
-            str(port),
-            "--data-dir",
-            str(work / "data"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
+    offline_rate = statistics.median(rate for rate, _ in offline_samples)
+    offline_ms = statistics.median(ms for _, ms in offline_samples)
     rows = [
         [
             "offline Classifier.predict, batch 16",
             "-",
             f"{offline_rate:.1f}",
             "1.00",
-            f"{offline_cpu_ms:.1f}",
+            f"{offline_ms:.1f}",
             "1.00",
+            "-",
             "-",
             "-",
             "-",
         ]
     ]
-    context = multiprocessing.get_context("spawn")
-    try:
-        for concurrency in args.concurrency:
-            results = context.Queue()
-            cpu_before = cpu_seconds(server.pid)
-            generator = context.Process(
-                target=_load,
-                args=(f"{url}/v1/classify", concurrency, args.seconds, images, results),
-            )
-            generator.start()
-            latencies, errors, elapsed = results.get()
-            generator.join()
-            cpu_ms = 1000 * (cpu_seconds(server.pid) - cpu_before) / len(latencies)
-            ordered = sorted(latencies)
-            rate = len(latencies) / elapsed
-            rows.append(
-                [
-                    f"HTTP, concurrency {concurrency}",
-                    str(concurrency),
-                    f"{rate:.1f}",
-                    f"{rate / offline_rate:.2f}",
-                    f"{cpu_ms:.1f}",
-                    f"{cpu_ms / offline_cpu_ms:.2f}",
-                    f"{1000 * statistics.median(ordered):.0f}",
-                    f"{1000 * ordered[int(0.99 * (len(ordered) - 1))]:.0f}",
-                    str(errors),
-                ]
-            )
-            print(" | ".join(rows[-1]), flush=True)
-        soak = ""
-        if args.soak_seconds:
-            before = rss_mb(server.pid)
-            results = context.Queue()
-            generator = context.Process(
-                target=_load, args=(f"{url}/v1/classify", 8, args.soak_seconds, images, results)
-            )
-            generator.start()
-            latencies, errors, _ = results.get()
-            generator.join()
-            after = rss_mb(server.pid)
-            soak = (
-                f"Soak: {args.soak_seconds:.0f} s at concurrency 8, {len(latencies)} requests, {errors} errors; "
-                f"server RSS {before:.0f} MB -> {after:.0f} MB ({100 * (after - before) / before:+.1f}%)."
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    for (i, concurrency), runs in samples.items():
+        ordered = sorted(latency for run in runs for latency in run.latencies)
+        rate = statistics.median(run.rate for run in runs)
+        rows.append(
+            [
+                f"{variants[i].name}, concurrency {concurrency}",
+                str(concurrency),
+                f"{rate:.1f}",
+                f"{rate / offline_rate:.2f}",
+                f"{statistics.median(run.cpu_ms for run in runs):.1f}",
+                f"{statistics.median(run.ratio for run in runs):.2f}",
+                " ".join(f"{run.ratio:.2f}" for run in runs),
+                f"{1000 * statistics.median(ordered):.0f}",
+                f"{1000 * ordered[int(0.99 * (len(ordered) - 1))]:.0f}",
+                str(sum(run.errors for run in runs)),
+            ]
+        )
     text = "\n".join(
         [
             f"Machine: {machine()}",
             f"Model: {args.model or 'vit_tiny_patch16_384 (random weights)'}, runtime {runtime}",
+            f"Repetitions: {args.repeats} x {args.seconds:.0f} s per server and concurrency; "
+            f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after",
             "",
             table(
                 [
@@ -239,6 +307,7 @@ def main() -> None:
                     "x offline",
                     "CPU ms/img",
                     "x offline CPU",
+                    "x offline CPU, each run",
                     "p50 ms",
                     "p99 ms",
                     "errors",

@@ -34,10 +34,7 @@ def live_server(
         port=settings.port,
         log_config=None,
         access_log=False,
-        http=bounded_protocol(
-            header_timeout_s=settings.header_timeout_s,
-            max_connections_per_client=settings.max_connections_per_client,
-        ),
+        http=bounded_protocol(settings),
         timeout_keep_alive=settings.keep_alive_s,
         h11_max_incomplete_event_size=settings.max_header_bytes,
         limit_concurrency=settings.max_connections,

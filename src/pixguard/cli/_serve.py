@@ -136,10 +136,7 @@ def serve_command(
         log_config=None,
         access_log=False,  # the app logs each request as JSON with its request id
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
-        http=bounded_protocol(
-            header_timeout_s=settings.header_timeout_s,
-            max_connections_per_client=settings.max_connections_per_client,
-        ),
+        http=bounded_protocol(settings),
         timeout_keep_alive=settings.keep_alive_s,
         h11_max_incomplete_event_size=settings.max_header_bytes,
         limit_concurrency=settings.max_connections,

@@ -1,7 +1,15 @@
-"""The audit log: every decision, appended to SQLite (WAL) and queryable."""
+"""The audit log: every decision, appended to SQLite (WAL) and queryable.
+
+Requests append through :meth:`AuditLog.append`, which commits in groups: one
+writer thread commits the rows of every request waiting at that moment in one
+transaction (one fsync with ``synchronous=FULL``), and each request's answer waits
+until its rows are committed, so an acknowledged decision is never lost.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -27,6 +35,11 @@ _COLUMNS = (
 # Columns added after the first release, with their types: old logs gain them on open.
 _ADDED_COLUMNS = {"action": "TEXT", "policy_version": "TEXT"}
 
+_Rows = list[dict[str, Any]]
+# One request's rows, the future its request awaits, and that future's loop.
+_Waiting = tuple[_Rows, "asyncio.Future[None]", asyncio.AbstractEventLoop]
+_Outcome = tuple["asyncio.Future[None]", Exception | None]
+
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
@@ -43,11 +56,70 @@ class AuditLog:
         self._db.execute("CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time)")
         self._db.execute("CREATE INDEX IF NOT EXISTS decisions_key ON decisions(key_id, id)")
         self._lock = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._closing = False
+        self._wake = threading.Condition()
+        self._writer = threading.Thread(
+            target=self._write_groups, name="pixguard-store-audit", daemon=True
+        )
+        self._writer.start()
 
     def close(self) -> None:
+        """Commit what is waiting, stop the writer, close the database."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._writer.join()
         self._db.close()
 
-    def record(self, rows: list[dict[str, Any]]) -> None:
+    async def append(self, rows: _Rows) -> None:
+        """Append one request's decisions; returns once they are durable, committed in
+        one transaction with those of the other requests waiting at the same time."""
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        with self._wake:
+            if self._closing:
+                raise RuntimeError("the audit log is closed")
+            self._waiting.append((rows, committed, loop))
+            self._wake.notify()
+        await committed
+
+    def _write_groups(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and not self._closing:
+                    self._wake.wait()
+                if not self._waiting:
+                    return  # closing, and nothing is left
+                group, self._waiting = self._waiting, []
+            outcomes = self._commit(group)
+            # One wake-up per event loop for the whole group, not one per request.
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+            for (_, committed, loop), outcome in zip(group, outcomes, strict=True):
+                by_loop.setdefault(loop, []).append((committed, outcome))
+            for loop, settled in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                    loop.call_soon_threadsafe(_settle, settled)
+
+    def _commit(self, group: list[_Waiting]) -> list[Exception | None]:
+        """One transaction for the whole group. If it fails, each request's rows are
+        tried alone, so one bad row fails only its own request."""
+        try:
+            self.record([row for rows, _, _ in group for row in rows])
+            return [None] * len(group)
+        except Exception as exc:
+            if len(group) == 1:
+                return [exc]
+        outcomes: list[Exception | None] = []
+        for rows, _, _ in group:
+            try:
+                self.record(rows)
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def record(self, rows: _Rows) -> None:
         """Append decisions in one transaction; returns once they are durable."""
         now = time.time()
         with transaction(self._db, self._lock):
@@ -103,3 +175,13 @@ class AuditLog:
         for row in rows:
             buckets.setdefault(float(row["start"]), {})[row["kind"]] = row["n"]
         return [{"start": start, "counts": counts} for start, counts in buckets.items()]
+
+
+def _settle(settled: list[_Outcome]) -> None:
+    for committed, outcome in settled:
+        if committed.cancelled():
+            continue  # the request gave up (timeout, disconnect); its rows stay committed
+        if outcome is None:
+            committed.set_result(None)
+        else:
+            committed.set_exception(outcome)

@@ -231,7 +231,7 @@ async def _answer(
         )
         item = await service.in_store(enqueue)
         row["review_item_id"] = item.id
-    await service.in_store(service.audit.record, audit)
+    await service.audit.append(audit)
     if len(predictions) == 1 and predictions[0].error is not None:
         error = predictions[0].error
         too_large = isinstance(error, ImageTooLargeError | VideoTooLargeError)

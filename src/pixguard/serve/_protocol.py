@@ -1,98 +1,208 @@
-"""uvicorn's h11 protocol with the bounds uvicorn lacks: a deadline for a request's
-headers, and a cap on connections per client address.
+"""uvicorn's HTTP/1.1 protocols with the bounds uvicorn lacks: a deadline for a
+request's headers, a cap on connections per client address, and (for httptools)
+a cap on the size of a request's headers.
 
-uvicorn bounds idle keep-alive connections (``timeout_keep_alive``), header size
-(``h11_max_incomplete_event_size``) and the total connections (``limit_concurrency``),
-but a client that sends its headers one byte a second, or opens thousands of silent
-connections from one address, is held forever. The request body has its own
-deadline in the app (``body_timeout_s``).
+uvicorn bounds idle keep-alive connections (``timeout_keep_alive``) and the total
+connections (``limit_concurrency``), and with h11 the header size
+(``h11_max_incomplete_event_size``), but a client that sends its headers one byte a
+second, or opens thousands of silent connections from one address, is held
+forever. The request body has its own deadline in the app (``body_timeout_s``).
+
+Two parsers, the same bounds: httptools (llhttp, in C; the default: it parses a
+request for a fraction of h11's CPU) and h11 (pure Python). Both keep the
+per-connection bounds in one :class:`_ConnectionBounds`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeGuard
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["BoundedH11Protocol", "bounded_protocol"]
+from ._settings import ServeSettings
+
+__all__ = ["bounded_protocol"]
 
 _TOO_MANY = (
     b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
+# What uvicorn itself answers to a request h11 refuses (headers over the limit
+# included), so both parsers answer alike.
+_HEADERS_TOO_LARGE = "Invalid HTTP request received."
+# What a stream transport must offer: asyncio's and uvloop's both do, but uvloop's
+# is not an asyncio.Transport subclass, so this is checked by behaviour.
+_STREAM_METHODS = ("write", "close", "is_closing", "get_extra_info", "pause_reading")
 
 
-class BoundedH11Protocol(H11Protocol):
-    header_timeout_s: float = 10.0
-    max_connections_per_client: int = 64
-    # One process, one event loop: a plain counter, touched only on that loop.
-    _per_client: ClassVar[Counter[str]] = Counter()
+def _is_stream(transport: asyncio.BaseTransport) -> TypeGuard[asyncio.Transport]:
+    return all(callable(getattr(transport, name, None)) for name in _STREAM_METHODS)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
+
+def _stream(transport: asyncio.BaseTransport) -> asyncio.Transport:
+    if not _is_stream(transport):
+        raise TypeError(f"an HTTP connection needs a stream transport, not {type(transport)!r}")
+    return transport
+
+
+@dataclass(frozen=True)
+class _Limits:
+    header_timeout_s: float
+    max_connections_per_client: int
+    max_header_bytes: int
+
+
+class _ConnectionBounds:
+    """One connection's share of the bounds: its count against its client's cap, and
+    the deadline for the headers of the request it is reading."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limits: _Limits, per_client: Counter[str]
+    ) -> None:
+        self._loop = loop
+        self._limits = limits
+        self._per_client = per_client
+        self._timer: asyncio.TimerHandle | None = None
         self._counted: str | None = None
+        self._transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        host = self.client[0] if self.client else None
-        if host is not None:
+    def open(self, transport: asyncio.Transport, client: tuple[str, int] | None) -> bool:
+        """Count the connection; over its client's cap, answer 429, close it and
+        return False. Otherwise start the deadline for the first request's headers."""
+        self._transport = transport
+        if client is not None:
+            host = client[0]
             self._per_client[host] += 1
             self._counted = host
-            if self._per_client[host] > self.max_connections_per_client:
+            if self._per_client[host] > self._limits.max_connections_per_client:
                 body = (
                     b'{"code": "too_many_connections", "message": "at most %d connections '
-                    b'per client", "request_id": null}' % self.max_connections_per_client
+                    b'per client", "request_id": null}' % self._limits.max_connections_per_client
                 )
                 transport.write(_TOO_MANY % (len(body), body))
                 transport.close()
-                return
-        self._arm_header_timer()
+                return False
+        self.headers_started()
+        return True
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
+    def closed(self) -> None:
+        self.headers_done()
         if self._counted is not None:
             self._per_client[self._counted] -= 1
             if self._per_client[self._counted] <= 0:
                 del self._per_client[self._counted]
             self._counted = None
+
+    def headers_started(self) -> None:
+        """The deadline runs from the first byte of a request (or from the connection)."""
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._limits.header_timeout_s, self._too_slow)
+
+    def headers_done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+
+class _BoundedH11Protocol(H11Protocol):
+    limits: ClassVar[_Limits]
+    # One process, one event loop: a plain counter, touched only on that loop.
+    per_client: ClassVar[Counter[str]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bounds = _ConnectionBounds(self.loop, self.limits, self.per_client)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = _stream(transport)
+        super().connection_made(stream)
+        self._bounds.open(stream, self.client)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._bounds.closed()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and self.conn.their_state is h11.IDLE:
-            self._arm_header_timer()  # the first bytes of the next request
+        if self.conn.their_state is h11.IDLE:
+            self._bounds.headers_started()  # the first bytes of the next request
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
-            self._cancel_header_timer()  # the headers are in
-
-    def _arm_header_timer(self) -> None:
-        self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
+            self._bounds.headers_done()
 
 
-def bounded_protocol(
-    *, header_timeout_s: float, max_connections_per_client: int
-) -> type[BoundedH11Protocol]:
-    """A protocol class for ``uvicorn.run(http=...)`` with these bounds."""
-    return type(
-        "BoundedH11Protocol",
-        (BoundedH11Protocol,),
-        {
-            "header_timeout_s": header_timeout_s,
-            "max_connections_per_client": max_connections_per_client,
-            "_per_client": Counter(),
-        },
+class _BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """llhttp has no limit on header size: the bytes received while a request's
+    headers are incomplete are counted here, and past ``max_header_bytes`` the
+    request gets 400 (as h11 does with ``h11_max_incomplete_event_size``)."""
+
+    limits: ClassVar[_Limits]
+    per_client: ClassVar[Counter[str]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bounds = _ConnectionBounds(self.loop, self.limits, self.per_client)
+        self._reading_headers = True
+        self._headers_completed = 0
+        self._header_bytes = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = _stream(transport)
+        super().connection_made(stream)
+        self._bounds.open(stream, self.client)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._bounds.closed()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        reading_headers = self._reading_headers
+        completed_before = self._headers_completed
+        if reading_headers:
+            self._bounds.headers_started()
+        super().data_received(data)
+        # Counted only while the headers this chunk began in are still incomplete.
+        if (
+            reading_headers
+            and self._headers_completed == completed_before
+            and not self.transport.is_closing()
+        ):
+            self._header_bytes += len(data)
+            if self._header_bytes > self.limits.max_header_bytes:
+                self.send_400_response(_HEADERS_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        # Here, not after the chunk: the same chunk may also end the request, and
+        # the deadline must not outlive its headers into the request's processing.
+        self._bounds.headers_done()
+        self._reading_headers = False
+        self._headers_completed += 1
+        self._header_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_headers = True  # what comes next is the next request
+
+
+def bounded_protocol(settings: ServeSettings) -> type[asyncio.Protocol]:
+    """A protocol class for ``uvicorn.run(http=...)``: ``settings.http_parser`` with
+    the service's bounds (and a per-client count of its own)."""
+    limits = _Limits(
+        header_timeout_s=settings.header_timeout_s,
+        max_connections_per_client=settings.max_connections_per_client,
+        max_header_bytes=settings.max_header_bytes,
     )
+    base: type[_BoundedH11Protocol | _BoundedHttpToolsProtocol] = (
+        _BoundedHttpToolsProtocol if settings.http_parser == "httptools" else _BoundedH11Protocol
+    )
+    return type(base.__name__.lstrip("_"), (base,), {"limits": limits, "per_client": Counter()})

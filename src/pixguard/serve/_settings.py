@@ -65,6 +65,11 @@ class ServeSettings(BaseSettings):
         5, ge=1, description="Idle keep-alive connections are closed after this."
     )
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="Larger request headers get 400.")
+    http_parser: Literal["httptools", "h11"] = Field(
+        "httptools",
+        description="HTTP/1.1 parser: httptools (C, less CPU per request) or h11 (pure Python);"
+        " both keep every limit here.",
+    )
     max_connections: int = Field(512, ge=1, description="Open connections in all; beyond it, 503.")
     max_connections_per_client: int = Field(
         64, ge=1, description="Open connections from one address; beyond it, 429 and closed."

@@ -44,7 +44,8 @@ SECONDS_PER_DAY = 86400
 MAX_SESSIONS = 10_000
 #: The heavy-decode pool gets 1 thread per this many CPUs (at least one).
 HEAVY_DECODE_SHARE = 2
-#: Threads for the audit log and index (SQLite serialises writes anyway).
+#: Threads for the review queue and index (SQLite serialises writes anyway); the
+#: audit log has its own group-commit writer (``AuditLog.append``).
 STORE_THREADS = 2
 
 
@@ -73,8 +74,8 @@ class ServiceState:
     ready: bool = False
 
     async def in_store(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``function(*args, **kwargs)`` on the store threads (audit log, review queue,
-        index): SQLite work never blocks the event loop nor competes with decoding."""
+        """``function(*args, **kwargs)`` on the store threads (audit queries, review
+        queue, index): SQLite work never blocks the event loop nor competes with decoding."""
         return await asyncio.get_running_loop().run_in_executor(
             self.store_pool, partial(function, *args, **kwargs)
         )
@@ -172,8 +173,8 @@ def make_lifespan(
             heavy_pool=ThreadPoolExecutor(
                 max(1, cpus // HEAVY_DECODE_SHARE), thread_name_prefix="pixguard-decode-heavy"
             ),
-            # The audit log and the index have their own threads: nothing else (event
-            # streams, decoding) can delay a decision's durable record.
+            # The stores and the audit log's writer have their own threads: nothing
+            # else (event streams, decoding) can delay a decision's durable record.
             store_pool=ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="pixguard-store"),
             limiter=RateLimiter(settings.rate_limit_per_minute),
             sessions=SessionStore(ttl_s=settings.session_ttl_s, max_sessions=MAX_SESSIONS),
