@@ -227,6 +227,8 @@ def test_concurrent_requests_are_batched(server):
     assert 1 <= count - count_before <= 24
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'pixguard_requests_total{route="/v1/classify",status="200"}' in metrics
+    # Every classify request has been answered: only this /metrics request is open.
+    assert _metric(metrics, "pixguard_requests_in_flight ") == 1
 
 
 def test_auth_keys_and_rate_limit(tmp_path, tiny_vit_folder):
@@ -351,6 +353,24 @@ def test_burst_over_a_small_queue_gets_429(tmp_path, full_vit_folder):
         server.stop()
 
 
+def _metric(metrics: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name))
+
+
+def _wait_until_received(url: str, classify_requests: int, timeout_s: float = 60) -> None:
+    """Until the server has received ``classify_requests`` classify requests (in flight
+    or answered): a fixed sleep let SIGTERM arrive before the last ones on a busy machine."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{url}/metrics").text
+        in_flight = _metric(metrics, "pixguard_requests_in_flight ") - 1  # this /metrics
+        answered = _metric(metrics, 'pixguard_requests_total{route="/v1/classify"')
+        if in_flight + answered >= classify_requests:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the server did not receive {classify_requests} requests")
+
+
 def test_sigterm_drains_in_flight_requests(tmp_path, full_vit_folder):
     server = Server(
         tmp_path,
@@ -372,7 +392,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path, full_vit_folder):
             )
             for d in data
         ]
-        time.sleep(0.5)  # requests are in flight
+        _wait_until_received(server.url, len(data))
         server.process.send_signal(signal.SIGTERM)
         statuses = [f.result().status_code for f in futures]
     assert statuses == [200] * 6

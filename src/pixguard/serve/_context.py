@@ -46,6 +46,9 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         response_started = False
+        service = _service_of(scope)
+        if service is not None:
+            service.metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -72,13 +75,14 @@ class RequestContext:
                 raise
             await _internal_error(request_id, send_with_id)
         finally:
+            if service is not None:
+                service.metrics.in_flight.dec()
             self._record(scope, request_id, status, time.perf_counter() - started)
 
     @staticmethod
     def _record(scope: Scope, request_id: str, status: int, seconds: float) -> None:
         path = getattr(scope.get("route"), "path", "unmatched")
-        app: Any = scope.get("app")
-        service = getattr(getattr(app, "state", None), "service", None)
+        service = _service_of(scope)
         if service is not None:
             service.metrics.requests.labels(path, str(status)).inc()
             service.metrics.latency.labels(path).observe(seconds)
@@ -93,6 +97,12 @@ class RequestContext:
                 }
             )
         )
+
+
+def _service_of(scope: Scope) -> Any:
+    """The app's ServiceState, or None before the lifespan has set it up."""
+    app: Any = scope.get("app")
+    return getattr(getattr(app, "state", None), "service", None)
 
 
 async def _internal_error(request_id: str, send: Send) -> None:

@@ -29,6 +29,11 @@ class Metrics:
         self.inference = Histogram(
             "pixguard_inference_seconds", "Forward pass time", registry=self.registry
         )
+        self.in_flight = Gauge(
+            "pixguard_requests_in_flight",
+            "HTTP requests received and not yet answered",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "pixguard_queue_depth", "Images waiting for the model", registry=self.registry
         )
