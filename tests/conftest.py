@@ -42,6 +42,25 @@ def tiny_vit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+#: Logit std of the int8 fixture's head on its calibration images: its scores span
+#: about 0.45..0.6 on the parity inputs, on both sides of the threshold.
+INT8_FIXTURE_LOGIT_STD = 0.25
+
+
+@pytest.fixture(scope="session")
+def int8_vit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-block ViT at 64 px whose int8 export passes the parity gate on any x86
+    CPU: average-pooled, with a low-gain head along the embeddings' principal
+    direction, so int8 rounding moves its scores well inside the tolerance."""
+    return build_vit_folder(
+        tmp_path_factory.mktemp("int8-vit"),
+        model_args={"depth": 2, "img_size": 64, "global_pool": "avg"},
+        seed=0,
+        logit_std=INT8_FIXTURE_LOGIT_STD,
+        principal_head=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def full_vit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A full-size vit_tiny_patch16_384 (the seed model's architecture), random weights."""

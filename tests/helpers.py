@@ -39,7 +39,18 @@ def sample_photos() -> list[Path]:
     return [path for path in names if path.is_file()]
 
 
-def build_vit(model_args: dict[str, Any], seed: int, num_classes: int = 2) -> torch.nn.Module:
+def build_vit(
+    model_args: dict[str, Any],
+    seed: int,
+    num_classes: int = 2,
+    *,
+    logit_std: float = CALIBRATION_LOGIT_STD,
+    principal_head: bool = False,
+) -> torch.nn.Module:
+    """A random ViT whose head spreads scores with logit std ``logit_std`` on the
+    calibration images. ``principal_head`` reads the embeddings' main direction of
+    variation instead of a random one: the head then needs the least gain for that
+    spread, so small errors in the features (int8 rounding) move the scores least."""
     torch.manual_seed(seed)
     model = timm.create_model(
         "vit_tiny_patch16_384", pretrained=False, num_classes=num_classes, **model_args
@@ -54,9 +65,13 @@ def build_vit(model_args: dict[str, Any], seed: int, num_classes: int = 2) -> to
     )
     with torch.no_grad():
         embeddings = model.forward_head(model.forward_features(calibration), pre_logits=True)
-        direction = torch.randn(embeddings.shape[1])
+        direction = (
+            torch.linalg.svd(embeddings - embeddings.mean(0), full_matrices=False).Vh[0]
+            if principal_head
+            else torch.randn(embeddings.shape[1])
+        )
         projection = embeddings @ direction
-        scale = CALIBRATION_LOGIT_STD / projection.std()
+        scale = logit_std / projection.std()
         offset = -projection.mean() * scale
         # Class k gets logit coeff_k * (scaled projection); two classes: +1/2, -1/2.
         coeffs = torch.linspace(0.5, -0.5, num_classes)
@@ -79,8 +94,16 @@ def build_vit_folder(
     seed: int,
     label_names: tuple[str, ...] = ("NSFW", "SFW"),
     pixguard: dict[str, Any] | None = None,
+    logit_std: float = CALIBRATION_LOGIT_STD,
+    principal_head: bool = False,
 ) -> Path:
-    model = build_vit(model_args, seed, num_classes=len(label_names))
+    model = build_vit(
+        model_args,
+        seed,
+        num_classes=len(label_names),
+        logit_std=logit_std,
+        principal_head=principal_head,
+    )
     config: dict[str, Any] = {"label_names": list(label_names)}
     if pixguard is not None:
         config["pixguard"] = pixguard

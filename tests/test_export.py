@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -14,6 +15,7 @@ from pixguard import Classifier, ExportError, ParityError
 from pixguard.cli import app
 from pixguard.export import export_model
 from pixguard.images import preprocess
+from pixguard.runtimes import PARITY_TOLERANCE, parity_images
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "openvino"])
@@ -61,28 +63,67 @@ def test_exported_onnx_runs_with_plain_onnxruntime(tiny_vit_folder, tmp_path, ph
     np.testing.assert_allclose(ours.probabilities, probabilities, atol=0.05)
 
 
-def test_int8_export_passes_the_gate_on_opennsfw(tmp_path, photos):
+@pytest.mark.parametrize("fmt", ["openvino", "onnx"])
+def test_int8_opennsfw_is_refused_for_label_flips_near_the_threshold(fmt, tmp_path, photos):
+    """int8 rounding moves open_nsfw's scores by about 0.1 on the blends near its
+    threshold and flips their labels. The quantised graph does so computed exactly
+    (fake-quantised in fp32), not only on one CPU's int8 kernels: the gate refuses."""
+    with pytest.raises(ParityError, match="nothing was written") as refused:
+        export_model(
+            "opennsfw", format=fmt, precision="int8", calibration=photos, output=tmp_path / "q"
+        )
+    found = re.search(r"by up to ([0-9.]+) .* (\d+) label flips", refused.value.message)
+    assert found is not None, refused.value.message
+    assert float(found[1]) > PARITY_TOLERANCE
+    assert int(found[2]) >= 1
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def _int8_calibration(photos: list) -> list:
+    # The photos and the gate's own base images: no activation the gate meets lies
+    # outside the calibrated ranges (and is clipped), so the gate measures the int8
+    # rounding itself. Its blends near the threshold are not calibrated on.
+    return [*photos, *parity_images()]
+
+
+def test_int8_export_passes_the_gate(int8_vit_folder, tmp_path, photos):
+    # With 8-bit weights this export failed on an AVX2 CPU (|delta| 0.019 on OpenVINO,
+    # 0.030 on onnxruntime: pairs of products overflowed 16 bits); with 7 bits, 0.001.
     result = export_model(
-        "opennsfw", format="openvino", precision="int8", calibration=photos, output=tmp_path / "q"
+        int8_vit_folder,
+        format="openvino",
+        precision="int8",
+        calibration=_int8_calibration(photos),
+        output=tmp_path / "q",
     )
     assert result.parity.passed
-    assert result.parity.max_abs_diff <= 0.01
+    assert result.parity.near_threshold > 0
+    # Well inside the tolerance, so that it passes on every CPU, not just this one.
+    assert result.parity.max_abs_diff <= PARITY_TOLERANCE / 2
     classifier = Classifier.load(tmp_path / "q")  # auto
     assert classifier.runtime_name == "openvino/int8"
-    reference = Classifier.load("opennsfw", runtime="onnxruntime").predict(photos)
+    reference = Classifier.load(int8_vit_folder, runtime="torch").predict(photos)
     for a, b in zip(reference, classifier.predict(photos), strict=True):
-        assert b.nsfw_score == pytest.approx(a.nsfw_score, abs=0.02)
+        assert b.nsfw_score == pytest.approx(a.nsfw_score, abs=PARITY_TOLERANCE)
     with pytest.raises(Exception, match="quantised to int8"):
         Classifier.load(tmp_path / "q", runtime="openvino", precision="fp32")
     config = json.loads((tmp_path / "q" / "config.json").read_text())
-    assert len(config["pixguard"]["export"]["parity_reference"]["scores"]) >= 18
+    recorded = config["pixguard"]["export"]["parity_reference"]
+    assert len(recorded["scores"]) == len(parity_images()) + len(recorded["blends"])
+    assert len(recorded["blends"]) > 0
 
 
-def test_int8_verdict_is_checked_again_on_another_machine(tmp_path, photos, monkeypatch):
+def test_int8_verdict_is_checked_again_on_another_machine(
+    int8_vit_folder, tmp_path, photos, monkeypatch
+):
     """The verdict recorded at export speaks for the exporting machine only: where
     OpenVINO's int8 kernels stray on another machine, auto must not take them."""
     export_model(
-        "opennsfw", format="onnx", precision="int8", calibration=photos, output=tmp_path / "q"
+        int8_vit_folder,
+        format="onnx",
+        precision="int8",
+        calibration=_int8_calibration(photos),
+        output=tmp_path / "q",
     )
     from pixguard.runtimes import RuntimeOutput, _openvino
 
