@@ -114,10 +114,16 @@ class _ConnectionBounds:
             self._transport.close()
 
 
-class _BoundedH11Protocol(H11Protocol):
+class _BoundedConnection(asyncio.Protocol):
+    """What both parsers' protocols add to uvicorn's: a :class:`_ConnectionBounds`
+    opened with the connection and closed with it. Listed before the uvicorn
+    protocol among the bases, so its calls to ``super()`` reach that protocol."""
+
     limits: ClassVar[_Limits]
     # One process, one event loop: a plain counter, touched only on that loop.
     per_client: ClassVar[Counter[str]]
+    loop: asyncio.AbstractEventLoop
+    client: tuple[str, int] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +138,8 @@ class _BoundedH11Protocol(H11Protocol):
         self._bounds.closed()
         super().connection_lost(exc)
 
+
+class _BoundedH11Protocol(_BoundedConnection, H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:
             self._bounds.headers_started()  # the first bytes of the next request
@@ -140,29 +148,16 @@ class _BoundedH11Protocol(H11Protocol):
             self._bounds.headers_done()
 
 
-class _BoundedHttpToolsProtocol(HttpToolsProtocol):
+class _BoundedHttpToolsProtocol(_BoundedConnection, HttpToolsProtocol):
     """llhttp has no limit on header size: the bytes received while a request's
     headers are incomplete are counted here, and past ``max_header_bytes`` the
     request gets 400 (as h11 does with ``h11_max_incomplete_event_size``)."""
 
-    limits: ClassVar[_Limits]
-    per_client: ClassVar[Counter[str]]
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._bounds = _ConnectionBounds(self.loop, self.limits, self.per_client)
         self._reading_headers = True
         self._headers_completed = 0
         self._header_bytes = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = _stream(transport)
-        super().connection_made(stream)
-        self._bounds.open(stream, self.client)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._bounds.closed()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         reading_headers = self._reading_headers
