@@ -9,7 +9,6 @@ plain picklable data).
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from .._exceptions import (
     ImageUnreadableError,
     ScanError,
 )
+from .._files import file_sha256
 from ..images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 __all__ = [
@@ -231,8 +231,7 @@ def hash_local_file(path: str, max_bytes: int, too_large: type[ImageError]) -> t
         size = local.stat().st_size
         if size > max_bytes:
             raise too_large(f"the input is larger than the {max_bytes:,}-byte limit", source=path)
-        with local.open("rb") as stream:
-            digest = hashlib.file_digest(stream, "sha256")
+        digest = file_sha256(local)
     except OSError as exc:
         raise ImageUnreadableError(f"cannot read the input ({exc})", source=path) from exc
-    return size, digest.hexdigest()
+    return size, digest
